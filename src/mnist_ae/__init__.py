@@ -1,0 +1,3 @@
+"""Autoencoders on MNIST: the classic Keras walkthrough as a reproducible DVC + MLflow pipeline."""
+
+__version__ = "0.1.0"

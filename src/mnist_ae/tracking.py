@@ -1,0 +1,218 @@
+"""MLflow tracking: one MLflow run (one row in the UI) per pipeline invocation.
+
+DVC runs each stage as its own process, and skips stages whose inputs did not change. To still
+get one row per `dvc repro` / `dvc exp run`, every stage that runs attaches to the MLflow run
+tagged with the same *invocation key* — the id of the `dvc` process that launched it (pid and
+start time) plus the DVC experiment name — creating it if it is the first stage to run. The
+last stage (figures) back-fills whatever a skipped stage would have logged (headline metrics,
+per-epoch curves), so a row is complete even when DVC took most results from its cache.
+
+Nothing here writes to a DVC output: run ids and timestamps live only in MLflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import psutil
+from mlflow.tracking import MlflowClient
+
+from mnist_ae.config import Params, flatten
+
+log = logging.getLogger(__name__)
+
+INVOCATION_TAG = "pipeline.invocation"
+STAGES_TAG = "pipeline.stages_run"
+
+
+def repository_root() -> Path:
+    """The DVC repository the pipeline belongs to.
+
+    DVC sets DVC_ROOT for every stage; for queued experiments (which run in a temporary copy
+    under .dvc/tmp) it points at the parent repository, so all runs share one store.
+    """
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI if set, else a SQLite store `mlflow.db` at the repository root."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repository_root() / 'mlflow.db'}"
+
+
+def _dvc_ancestor() -> psutil.Process | None:
+    """The closest ancestor process that is the `dvc` command, if any."""
+    try:
+        for parent in psutil.Process().parents():
+            command = parent.cmdline()
+            executable = [Path(part).name for part in command[:2]]
+            if "dvc" in executable or command[1:3] == ["-m", "dvc"]:
+                return parent
+    except (psutil.Error, IndexError):
+        return None
+    return None
+
+
+def invocation_key() -> str:
+    """Identify this pipeline invocation: the launching dvc process and the experiment name."""
+    process = _dvc_ancestor() or psutil.Process()
+    experiment = os.environ.get("DVC_EXP_NAME", "")
+    return f"{process.pid}-{process.create_time():.3f}-{experiment}"
+
+
+def _git(*arguments: str) -> str:
+    try:
+        result = subprocess.run(
+            ["git", *arguments], capture_output=True, text=True, check=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return result.stdout.strip()
+
+
+def _run_tags() -> dict[str, str]:
+    commit = _git("rev-parse", "HEAD") or "unknown"
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    tags = {
+        "git.commit": commit,
+        "mlflow.source.git.commit": commit,
+        "git.dirty": str(dirty).lower(),
+        INVOCATION_TAG: invocation_key(),
+    }
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc.experiment"] = os.environ["DVC_EXP_NAME"]
+    if os.environ.get("DVC_EXP_BASELINE_REV"):
+        tags["dvc.baseline_rev"] = os.environ["DVC_EXP_BASELINE_REV"]
+    return tags
+
+
+def _experiment_id(client: MlflowClient, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifact_location = None
+    if tracking_uri().startswith("sqlite:"):
+        # "Artifacts beside the store": mlruns/ next to mlflow.db, whatever the working dir.
+        artifact_location = (repository_root() / "mlruns").as_uri()
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+@contextlib.contextmanager
+def pipeline_run(stage: str, params: Params) -> Iterator[MlflowClient]:
+    """Attach to (or start) this invocation's MLflow run for the duration of one stage.
+
+    Logs every param (flattened from params.yaml) and the run tags once; marks the run FAILED
+    if the stage raises, FINISHED otherwise.
+    """
+    mlflow.set_tracking_uri(tracking_uri())
+    client = MlflowClient()
+    experiment_id = _experiment_id(client, params.tracking.experiment_name)
+    tags = _run_tags()
+    existing = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{INVOCATION_TAG}` = '{tags[INVOCATION_TAG]}'",
+        max_results=1,
+    )
+    run_name = os.environ.get("DVC_EXP_NAME") or None
+    if existing:
+        run = mlflow.start_run(run_id=existing[0].info.run_id)
+    else:
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name)
+    try:
+        logged = run.data.params if existing else {}
+        flat = {key: str(value) for key, value in flatten(params.model_dump()).items()}
+        fresh = {key: value for key, value in flat.items() if key not in logged}
+        if fresh:
+            mlflow.log_params(fresh)
+        stages = [s for s in run.data.tags.get(STAGES_TAG, "").split(",") if s] if existing else []
+        mlflow.set_tags({**tags, STAGES_TAG: ",".join([*stages, stage])})
+        yield client
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    mlflow.end_run(status="FINISHED")
+
+
+def log_metrics(metrics: Mapping[str, Any], prefix: str = "", step: int | None = None) -> None:
+    """Log a (possibly nested) mapping of numbers as dotted metric names."""
+    flat = flatten(dict(metrics), prefix)
+    numeric = {key: float(value) for key, value in flat.items() if isinstance(value, int | float)}
+    if numeric:
+        mlflow.log_metrics(numeric, step=step)
+
+
+def log_history(history: Mapping[str, Sequence[float]], prefix: str) -> None:
+    """Log per-epoch curves (step = 1-based epoch) as `<prefix>.<name>`."""
+    for name, values in history.items():
+        if name == "epoch":
+            continue
+        for epoch, value in enumerate(values, start=1):
+            mlflow.log_metric(f"{prefix}.{name}", float(value), step=epoch)
+
+
+def epoch_logger(prefix: str) -> Any:
+    """A Keras callback that logs loss and val_loss to the active run at each epoch's end."""
+    import keras
+
+    class _EpochLogger(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+            values = {f"{prefix}.{key}": float(value) for key, value in (logs or {}).items()}
+            mlflow.log_metrics(values, step=epoch + 1)
+
+    return _EpochLogger()
+
+
+def log_keras_model(model: Any, name: str, sample: np.ndarray) -> None:
+    """Log a Keras model in MLflow's Keras flavour, with a signature inferred from `sample`."""
+    import keras
+    import mlflow.keras
+    import tensorflow as tf
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(sample, model.predict(sample, verbose=0))
+    mlflow.keras.log_model(
+        model,
+        name=name,
+        signature=signature,
+        # Explicit requirements: MLflow's inference would re-import the model in a subprocess.
+        pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
+    )
+
+
+def log_artifacts(paths: Sequence[Path | str], artifact_path: str | None = None) -> None:
+    """Upload files to the active run."""
+    for path in paths:
+        mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def backfill(
+    client: MlflowClient,
+    metrics: Mapping[str, Any],
+    histories: Mapping[str, Mapping[str, Sequence[float]]],
+) -> list[str]:
+    """Log headline metrics and curves the active run lacks (their stages were cached).
+
+    Returns the metric names that were back-filled.
+    """
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("backfill needs an active MLflow run")
+    present = set(client.get_run(run.info.run_id).data.metrics)
+    flat = flatten(dict(metrics))
+    missing = {key: value for key, value in flat.items() if key not in present}
+    log_metrics(missing)
+    filled = sorted(missing)
+    for prefix, history in histories.items():
+        if f"{prefix}.loss" not in present:
+            log_history(history, prefix)
+            filled.append(f"{prefix}.*")
+    if filled:
+        log.info("back-filled from cached stages: %s", ", ".join(filled))
+    return filled
