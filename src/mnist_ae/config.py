@@ -153,7 +153,7 @@ def load_params(path: Path | str = "params.yaml") -> Params:
     except OSError as exc:
         raise ParamsError(f"{path}: cannot read ({exc.strerror})") from None
     try:
-        raw = yaml.load(text, Loader=_Yaml12FloatLoader)  # noqa: S506 (a SafeLoader)
+        raw = yaml.load(text, Loader=_Yaml12FloatLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -31,5 +31,5 @@ def evaluate(
         },
         "conv_denoiser": image_quality(clean, denoised.reshape(clean.shape)),
         "noisy_input": image_quality(clean, noisy),
-        "test_samples": int(len(clean)),
+        "test_samples": len(clean),
     }

@@ -8,9 +8,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless and deterministic
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
 
 
 def digit_grid(rows: Mapping[str, np.ndarray], title: str | None = None) -> Figure:
@@ -43,7 +43,9 @@ def training_curves(histories: Mapping[str, Mapping[str, Sequence[float]]]) -> F
         axis.plot(epochs, history["loss"], marker="o", markersize=3, label="loss (train)")
         axis.plot(epochs, history["val_loss"], marker="o", markersize=3, label="val_loss")
         best = int(np.argmin(history["val_loss"]))
-        axis.axvline(epochs[best], color="gray", linestyle=":", label=f"best epoch {epochs[best]:.0f}")
+        axis.axvline(
+            epochs[best], color="gray", linestyle=":", label=f"best epoch {epochs[best]:.0f}"
+        )
         axis.set_title(name)
         axis.set_xlabel("epoch")
         axis.set_ylabel("binary cross-entropy")

@@ -105,15 +105,17 @@ def save_arrays(target: Path | str, arrays: Mapping[str, np.ndarray]) -> None:
     numpy.savez stamps each member with the current time, which would change the DVC hash of
     identical data; this writes the same format deterministically.
     """
-    with atomic_path(target) as temporary:
-        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED) as archive:
-            for name in sorted(arrays):
-                info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
-                info.external_attr = 0o644 << 16
-                with archive.open(info, "w", force_zip64=True) as member:
-                    np.lib.format.write_array(
-                        member, np.ascontiguousarray(arrays[name]), allow_pickle=False
-                    )
+    with (
+        atomic_path(target) as temporary,
+        zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED) as archive,
+    ):
+        for name in sorted(arrays):
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
+            info.external_attr = 0o644 << 16
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(
+                    member, np.ascontiguousarray(arrays[name]), allow_pickle=False
+                )
 
 
 def load_arrays(

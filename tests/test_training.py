@@ -1,0 +1,63 @@
+"""Fitting: determinism, validation split, early stopping bookkeeping."""
+
+import numpy as np
+import pytest
+
+from mnist_ae import models, training
+
+
+def _fit_once(epochs: int = 2, patience: int | None = None) -> tuple[list, training.FitResult]:
+    training.make_deterministic(11)
+    images = np.random.default_rng(0).random((96, 784), dtype=np.float32)
+    autoencoder, _, _ = models.build_dense_autoencoder(8)
+    result = training.fit(
+        autoencoder,
+        images,
+        images,
+        optimizer="adam",
+        learning_rate=0.01,
+        epochs=epochs,
+        batch_size=16,
+        validation_samples=32,
+        early_stopping_patience=patience,
+    )
+    return autoencoder.get_weights(), result
+
+
+def test_same_seed_gives_identical_weights_and_history() -> None:
+    first_weights, first = _fit_once()
+    second_weights, second = _fit_once()
+    for a, b in zip(first_weights, second_weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert first.history == second.history
+    assert first.epochs_run == 2 and len(first.history["val_loss"]) == 2
+    assert first.best_epoch == 2  # no early stopping: the weights are the last epoch's
+
+
+def test_loss_goes_down() -> None:
+    _, result = _fit_once(epochs=5)
+    assert result.history["loss"][-1] < result.history["loss"][0]
+
+
+def test_early_stopping_reports_best_epoch() -> None:
+    _, result = _fit_once(epochs=4, patience=1)
+    assert result.best_val_loss == min(result.history["val_loss"])
+    assert result.history["val_loss"][result.best_epoch - 1] == result.best_val_loss
+
+
+def test_validation_and_batch_size_limits() -> None:
+    images = np.zeros((10, 784), np.float32)
+    with pytest.raises(ValueError, match="validation_samples must be between 1 and 9"):
+        training.split_validation(images, images, 10)
+    autoencoder, _, _ = models.build_dense_autoencoder(4)
+    with pytest.raises(ValueError, match="batch_size 64 is larger than the 8 training samples"):
+        training.fit(
+            autoencoder,
+            images,
+            images,
+            optimizer="adam",
+            learning_rate=0.01,
+            epochs=1,
+            batch_size=64,
+            validation_samples=2,
+        )
