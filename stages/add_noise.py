@@ -1,7 +1,7 @@
 """DVC stage `add_noise`: clip(x + noise_factor * N(0, 1), 0, 1) for train and test."""
 
 from mnist_ae import data, io, noise, paths, tracking
-from mnist_ae.cli import run_stage  # first: quiets TensorFlow before anything imports it
+from mnist_ae.cli import run_stage
 from mnist_ae.config import Params
 
 

@@ -1,7 +1,7 @@
 """DVC stage `evaluate`: test-set metrics of both models and the noisy-input baseline."""
 
 from mnist_ae import data, evaluation, io, paths, tracking
-from mnist_ae.cli import run_stage  # first: quiets TensorFlow before anything imports it
+from mnist_ae.cli import run_stage
 from mnist_ae.config import Params
 
 

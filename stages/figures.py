@@ -1,7 +1,7 @@
 """DVC stage `figures`: PNGs of digits, reconstructions, denoising and training curves."""
 
 from mnist_ae import data, figures, io, paths, tracking
-from mnist_ae.cli import run_stage  # first: quiets TensorFlow before anything imports it
+from mnist_ae.cli import run_stage
 from mnist_ae.config import Params
 
 

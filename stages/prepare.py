@@ -1,7 +1,7 @@
 """DVC stage `prepare`: full MNIST (or its first N samples) as uint8 arrays."""
 
 from mnist_ae import data, io, paths, tracking
-from mnist_ae.cli import run_stage  # first: quiets TensorFlow before anything imports it
+from mnist_ae.cli import run_stage
 from mnist_ae.config import Params
 
 

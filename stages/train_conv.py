@@ -1,7 +1,7 @@
 """DVC stage `train_conv`: the convolutional denoising autoencoder, noisy -> clean."""
 
 from mnist_ae import data, io, models, paths, tracking, training
-from mnist_ae.cli import run_stage  # first: quiets TensorFlow before anything imports it
+from mnist_ae.cli import run_stage
 from mnist_ae.config import Params
 
 

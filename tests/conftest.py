@@ -1,7 +1,10 @@
-"""Shared test set-up: quiet TensorFlow, never touch a real tracking server."""
+"""Shared test set-up: never touch a real tracking server.
+
+TensorFlow's switches are set by importing mnist_ae (see its __init__).
+"""
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as the stages do (mnist_ae.cli)
+import mnist_ae  # noqa: F401  (sets TensorFlow switches before any test imports TF)
+
 os.environ.pop("MLFLOW_TRACKING_URI", None)
