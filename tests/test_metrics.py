@@ -46,3 +46,15 @@ def test_image_quality_keys_and_shape_mismatch() -> None:
     assert set(metrics.image_quality(clean, clean + 0.1)) == {"bce", "mse", "psnr", "ssim"}
     with pytest.raises(ValueError, match="shape mismatch"):
         metrics.mean_squared_error(clean, np.zeros((2, 784 + 1)))
+
+
+def test_batched_ssim_equals_scikit_image_image_by_image() -> None:
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(5)
+    clean = rng.random((6, 28, 28))
+    candidate = np.clip(clean + rng.normal(0, 0.2, clean.shape), 0, 1)
+    expected = np.mean(
+        [structural_similarity(a, b, data_range=1.0) for a, b in zip(clean, candidate, strict=True)]
+    )
+    assert metrics.ssim(clean, candidate) == pytest.approx(expected, abs=1e-12)

@@ -21,7 +21,17 @@ from mnist_ae import paths
 from mnist_ae.config import flatten
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ["prepare", "add_noise", "train_dense", "train_conv", "evaluate", "figures"]
+STAGES = [
+    "prepare",
+    "add_noise",
+    "train_dense",
+    "train_conv",
+    "baselines",
+    "evaluate",
+    "noise_sweep",
+    "figures",
+    "report",
+]
 OUTPUTS = [
     paths.MNIST,
     paths.NOISY,
@@ -34,6 +44,11 @@ OUTPUTS = [
     paths.DENSE_SUMMARY,
     paths.CONV_SUMMARY,
     paths.EVALUATION,
+    paths.PCA,
+    paths.BASELINE_TUNING,
+    paths.NOISE_SWEEP,
+    paths.REPORT_MARKDOWN,
+    paths.REPORT_HTML,
     *paths.FIGURES.values(),
 ]
 
@@ -45,7 +60,15 @@ def _shrink(params: dict) -> dict:
     for section in ("train_dense", "train_conv"):
         params[section].update(epochs=1, batch_size=32, validation_samples=80)
     params["evaluate"]["batch_size"] = 50
-    params["figures"]["n_digits"] = 5
+    params["baselines"]["tuning_samples"] = 20
+    params["baselines"]["grids"] = {
+        "gaussian": [0.5, 1.0],
+        "median": [3],
+        "total_variation": [0.1],
+        "non_local_means": [0.2, 0.4],
+    }
+    params["noise_sweep"].update(noise_factors=[0.25, 0.5, 1.0], batch_size=50)
+    params["figures"].update(n_digits=5, projection_samples=60)
     return params
 
 
@@ -127,12 +150,29 @@ def test_every_output_exists_and_metrics_are_sane(pipeline: Pipeline) -> None:
         assert noisy["x_test_noisy"].dtype == np.float32
         assert noisy["x_test_noisy"].min() >= 0.0 and noisy["x_test_noisy"].max() <= 1.0
     evaluation = json.loads((pipeline.root / paths.EVALUATION).read_text())
-    for model in ("conv_denoiser", "noisy_input"):
-        assert set(evaluation[model]) == {"bce", "mse", "psnr", "ssim"}
-        assert 0 < evaluation[model]["mse"] < 1 and 0 < evaluation[model]["psnr"] < 100
-        assert -1 <= evaluation[model]["ssim"] <= 1
-    assert 0 < evaluation["dense_autoencoder"]["bce"] < 1
+    denoisers = {"conv_denoiser", "noisy_input", "gaussian", "median"}
+    denoisers |= {"total_variation", "non_local_means"}
+    assert set(evaluation["denoising"]) == denoisers
+    for scores in evaluation["denoising"].values():
+        assert set(scores) == {"bce", "mse", "psnr", "ssim"}
+        assert 0 < scores["mse"] < 1 and 0 < scores["psnr"] < 100 and -1 <= scores["ssim"] <= 1
+    assert set(evaluation["reconstruction"]) == {"dense_autoencoder", "pca"}
+    assert 0 < evaluation["reconstruction"]["dense_autoencoder"]["bce"] < 1
+    # The tuned classical denoisers beat doing nothing, even on this tiny run.
+    best = evaluation["goals"]["best_classical"]
+    assert evaluation["denoising"][best]["psnr"] > evaluation["denoising"]["noisy_input"]["psnr"]
+    assert sorted(evaluation["per_digit_mse"]["pca"]) == sorted(
+        {str(label) for label in np.load(pipeline.root / paths.MNIST)["y_test"]}
+    )
     assert evaluation["test_samples"] == 100
+    sweep = (pipeline.root / paths.NOISE_SWEEP).read_text().splitlines()
+    assert sweep[0].startswith("noise_factor,") and len(sweep) == 1 + 3
+    report = (pipeline.root / paths.REPORT_MARKDOWN).read_text()
+    for figure in paths.FIGURES.values():
+        assert f"(../figures/{Path(figure).name})" in report
+    assert report.count("data:image/png;base64,") == 0
+    html = (pipeline.root / paths.REPORT_HTML).read_text()
+    assert html.count("data:image/png;base64,") == len(paths.FIGURES)
     summary = json.loads((pipeline.root / paths.DENSE_SUMMARY).read_text())
     assert summary["parameters"] == 50_992 and summary["epochs_run"] == 1
     # DVC sees the metrics and plots it was told about.
@@ -150,7 +190,9 @@ def test_mlflow_holds_one_complete_run(pipeline: Pipeline) -> None:
     params = yaml.safe_load((pipeline.root / "params.yaml").read_text())
     assert run.data.params == {key: str(value) for key, value in flatten(params).items()}
     evaluation = json.loads((pipeline.root / paths.EVALUATION).read_text())
-    for key, value in flatten(evaluation).items():
+    numeric = {k: v for k, v in flatten(evaluation).items() if not isinstance(v, str)}
+    assert numeric and "goals.conv_psnr_margin_db" in numeric
+    for key, value in numeric.items():
         assert run.data.metrics[key] == pytest.approx(value)
     client = pipeline.client()
     assert len(client.get_metric_history(run.info.run_id, "dense.val_loss")) == 1
@@ -159,6 +201,8 @@ def test_mlflow_holds_one_complete_run(pipeline: Pipeline) -> None:
     assert run.data.tags["pipeline.stages_run"] == ",".join(STAGES)
     artifacts = {item.path for item in client.list_artifacts(run.info.run_id, "figures")}
     assert artifacts == {f"figures/{Path(name).name}" for name in paths.FIGURES.values()}
+    reports = {item.path for item in client.list_artifacts(run.info.run_id, "reports")}
+    assert reports == {"reports/report.md", "reports/report.html"}
     logged = {
         model.name: model
         for model in client.search_logged_models([run.info.experiment_id])
@@ -200,15 +244,16 @@ def test_changing_a_figures_param_reruns_only_figures_and_logs_a_complete_row(
 ) -> None:
     pipeline.edit_params("figures", "dpi", 60)
     ran, _ = pipeline.repro()
-    assert ran == ["figures"]
+    assert ran == ["figures", "report"]  # the report embeds the figures
     runs = pipeline.runs()
     assert len(runs) == 2
     first, latest = runs[0], runs[-1]
     assert latest.data.params["figures.dpi"] == "60"
-    assert latest.data.tags["pipeline.stages_run"] == "figures"
+    assert latest.data.tags["pipeline.stages_run"] == "figures,report"
     evaluation = json.loads((pipeline.root / paths.EVALUATION).read_text())
-    for key in flatten(evaluation):
-        assert latest.data.metrics[key] == pytest.approx(first.data.metrics[key])
+    for key, value in flatten(evaluation).items():
+        if not isinstance(value, str):
+            assert latest.data.metrics[key] == pytest.approx(first.data.metrics[key])
     history = pipeline.client().get_metric_history(latest.info.run_id, "conv.val_loss")
     assert [point.step for point in history] == [1]
 

@@ -85,11 +85,44 @@ class EvaluateParams(_Section):
     batch_size: int = Field(ge=1, le=65_536)
 
 
+PositiveFloats = Annotated[list[Annotated[float, Field(gt=0.0)]], Field(min_length=1)]
+
+
+class DenoiserGrids(_Section):
+    """Strengths tried for each classical denoiser; the best on the tuning slice is kept."""
+
+    gaussian: PositiveFloats  # sigma, pixels
+    median: Annotated[list[Annotated[int, Field(ge=2, le=9)]], Field(min_length=1)]  # window
+    total_variation: PositiveFloats  # Chambolle weight
+    non_local_means: PositiveFloats  # h, the filtering strength
+
+
+class BaselinesParams(_Section):
+    """PCA at the dense AE's code size, and classical denoisers tuned on training data."""
+
+    # Noisy/clean pairs from the END of the training set used to tune the denoisers' strength.
+    tuning_samples: int = Field(ge=1, le=60_000)
+    grids: DenoiserGrids
+
+
+class NoiseSweepParams(_Section):
+    """The trained denoiser (and the best classical one) at other noise levels."""
+
+    noise_factors: Annotated[
+        list[Annotated[float, Field(ge=0.0, le=10.0)]], Field(min_length=1, max_length=50)
+    ]
+    batch_size: int = Field(ge=1, le=65_536)
+
+
 class FiguresParams(_Section):
     """Rendering of the PNG figures."""
 
     n_digits: int = Field(ge=1, le=50)
     dpi: int = Field(ge=20, le=600)
+    # 2-D view of the dense encoder's codes: pca (exact, instant) or tsne (slower, seeded).
+    projection: Literal["pca", "tsne"]
+    # Test digits in the scatter (t-SNE on all 10,000 takes minutes on 2 cores).
+    projection_samples: int = Field(ge=1, le=10_000)
 
 
 class Params(_Section):
@@ -101,7 +134,9 @@ class Params(_Section):
     noise: NoiseParams
     train_dense: TrainDenseParams
     train_conv: TrainConvParams
+    baselines: BaselinesParams
     evaluate: EvaluateParams
+    noise_sweep: NoiseSweepParams
     figures: FiguresParams
 
 

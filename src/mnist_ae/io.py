@@ -70,21 +70,31 @@ def read_json(path: Path | str) -> dict[str, Any]:
     return payload
 
 
-def write_history_csv(target: Path | str, history: Mapping[str, Sequence[float]]) -> None:
-    """Write a per-epoch training history as CSV with an `epoch` column (1-based)."""
-    columns = sorted(history)
-    lengths = {len(history[column]) for column in columns}
-    if len(lengths) != 1:
-        raise ValueError(f"history columns differ in length: {sorted(lengths)}")
-    lines = [",".join(["epoch", *columns])]
-    for index in range(lengths.pop()):
-        values = [repr(float(history[column][index])) for column in columns]
-        lines.append(",".join([str(index + 1), *values]))
-    write_bytes(target, ("\n".join(lines) + "\n").encode("utf-8"))
+def write_text(target: Path | str, text: str) -> None:
+    """Write UTF-8 text atomically."""
+    write_bytes(target, text.encode("utf-8"))
 
 
-def read_history_csv(path: Path | str) -> dict[str, list[float]]:
-    """Read a history CSV written by `write_history_csv` (epoch column included)."""
+def _csv_cell(value: float) -> str:
+    """Integers as integers, floats at full precision (repr round-trips exactly)."""
+    return str(value) if isinstance(value, int) else repr(float(value))
+
+
+def write_table_csv(target: Path | str, rows: Sequence[Mapping[str, float]]) -> None:
+    """Write rows of numbers as CSV, columns in the first row's order (a DVC plot source)."""
+    if not rows:
+        raise ValueError("no rows to write")
+    columns = list(rows[0])
+    lines = [",".join(columns)]
+    for row in rows:
+        if list(row) != columns:
+            raise ValueError(f"row columns {list(row)} differ from {columns}")
+        lines.append(",".join(_csv_cell(row[column]) for column in columns))
+    write_text(target, "\n".join(lines) + "\n")
+
+
+def read_table_csv(path: Path | str) -> list[dict[str, float]]:
+    """Read a CSV of numbers with a header row, as written by `write_table_csv`."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").strip().splitlines()
@@ -93,10 +103,31 @@ def read_history_csv(path: Path | str) -> dict[str, list[float]]:
     except FileNotFoundError:
         raise CorruptInputError(f"{path}: missing; run the stage that produces it") from None
     except (OSError, IndexError, ValueError, UnicodeDecodeError) as exc:
-        raise CorruptInputError(f"{path}: not a history CSV ({exc})") from None
-    if header[0] != "epoch" or not rows or any(len(row) != len(header) for row in rows):
-        raise CorruptInputError(f"{path}: not a history CSV (header {header})")
-    return {name: [row[index] for row in rows] for index, name in enumerate(header)}
+        raise CorruptInputError(f"{path}: not a CSV of numbers ({exc})") from None
+    if not rows or any(len(row) != len(header) for row in rows):
+        raise CorruptInputError(f"{path}: not a CSV of numbers (ragged or empty)")
+    return [dict(zip(header, row, strict=True)) for row in rows]
+
+
+def write_history_csv(target: Path | str, history: Mapping[str, Sequence[float]]) -> None:
+    """Write a per-epoch training history as CSV with an `epoch` column (1-based)."""
+    columns = sorted(history)
+    lengths = {len(history[column]) for column in columns}
+    if len(lengths) != 1:
+        raise ValueError(f"history columns differ in length: {sorted(lengths)}")
+    rows = [
+        {"epoch": index + 1, **{column: history[column][index] for column in columns}}
+        for index in range(lengths.pop())
+    ]
+    write_table_csv(target, rows)
+
+
+def read_history_csv(path: Path | str) -> dict[str, list[float]]:
+    """Read a history CSV written by `write_history_csv` (epoch column included)."""
+    rows = read_table_csv(path)
+    if "epoch" not in rows[0]:
+        raise CorruptInputError(f"{path}: not a history CSV (no epoch column)")
+    return {name: [row[name] for row in rows] for name in rows[0]}
 
 
 def save_arrays(target: Path | str, arrays: Mapping[str, np.ndarray]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from skimage.metrics import structural_similarity
+from scipy import ndimage
 
 # Keras clips predictions to [eps, 1 - eps] in binary cross-entropy; so do we, which also keeps
 # the BCE of the noisy input (exact 0s and 1s after clipping) finite.
@@ -42,19 +42,33 @@ def psnr(clean: np.ndarray, candidate: np.ndarray) -> float:
 
 
 def ssim(clean: np.ndarray, candidate: np.ndarray) -> float:
-    """Mean over images of scikit-image's SSIM (7x7 window, data range 1)."""
+    """Mean over images of SSIM, computed exactly as scikit-image's `structural_similarity`
+    (7x7 uniform window, sample covariance, K1 0.01, K2 0.03, data range 1) but for the whole
+    stack at once: ~100x faster than calling it image by image on 10,000 digits.
+    """
     clean = np.asarray(clean, dtype=np.float64)
     candidate = np.asarray(candidate, dtype=np.float64)
     if clean.shape != candidate.shape:
         raise ValueError(f"shape mismatch: {clean.shape} vs {candidate.shape}")
-    side = 28
-    clean = clean.reshape(len(clean), side, side)
-    candidate = candidate.reshape(len(candidate), side, side)
-    scores = [
-        structural_similarity(target, image, data_range=1.0)
-        for target, image in zip(clean, candidate, strict=True)
-    ]
-    return float(np.mean(scores))
+    x = clean.reshape(len(clean), 28, 28)
+    y = candidate.reshape(len(candidate), 28, 28)
+    window = 7
+    size = (1, window, window)  # filter within each image, never across images
+
+    def local_mean(image: np.ndarray) -> np.ndarray:
+        return ndimage.uniform_filter(image, size=size, mode="reflect")
+
+    covariance_norm = window**2 / (window**2 - 1)  # sample covariance, as scikit-image
+    mean_x, mean_y = local_mean(x), local_mean(y)
+    var_x = covariance_norm * (local_mean(x * x) - mean_x * mean_x)
+    var_y = covariance_norm * (local_mean(y * y) - mean_y * mean_y)
+    cov_xy = covariance_norm * (local_mean(x * y) - mean_x * mean_y)
+    c1, c2 = 0.01**2, 0.03**2  # (K * data_range)^2 with data_range 1
+    numerator = (2 * mean_x * mean_y + c1) * (2 * cov_xy + c2)
+    denominator = (mean_x**2 + mean_y**2 + c1) * (var_x + var_y + c2)
+    pad = (window - 1) // 2
+    per_image = (numerator / denominator)[:, pad:-pad, pad:-pad].mean(axis=(1, 2))
+    return float(per_image.mean())
 
 
 def image_quality(clean: np.ndarray, candidate: np.ndarray) -> dict[str, float]:

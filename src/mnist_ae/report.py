@@ -1,0 +1,157 @@
+"""The one-page run report, as Markdown and as self-contained HTML (figures embedded)."""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mnist_ae.config import Params
+
+# Which params a reader needs to interpret the numbers.
+KEY_PARAMS = [
+    "seed",
+    "prepare.source",
+    "prepare.train_samples",
+    "prepare.test_samples",
+    "noise.noise_factor",
+    "train_dense.encoding_dim",
+    "train_dense.optimizer",
+    "train_dense.learning_rate",
+    "train_dense.epochs",
+    "train_dense.batch_size",
+    "train_conv.filters",
+    "train_conv.optimizer",
+    "train_conv.learning_rate",
+    "train_conv.epochs",
+    "train_conv.batch_size",
+    "train_conv.early_stopping_patience",
+    "baselines.tuning_samples",
+]
+
+
+def _tables(evaluation: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) for the reconstruction and denoising tables."""
+    reconstruction = evaluation["reconstruction"]
+    denoising = evaluation["denoising"]
+    tuned = evaluation.get("tuned_strength", {})
+    tables = [
+        (
+            "Reconstruction (clean test images)",
+            ["method", "BCE", "MSE", "PSNR (dB)", "MSE, output clipped to [0, 1]"],
+            [
+                [
+                    name,
+                    f"{m['bce']:.4f}",
+                    f"{m['mse']:.4f}",
+                    f"{m['psnr']:.2f}",
+                    f"{m['mse_clipped']:.4f}",
+                ]
+                for name, m in reconstruction.items()
+            ],
+        ),
+        (
+            "Denoising (noisy test images vs clean)",
+            ["method", "tuned strength", "BCE", "MSE", "PSNR (dB)", "SSIM"],
+            [
+                [
+                    name,
+                    f"{tuned[name]:g}" if name in tuned else "",
+                    f"{m['bce']:.4f}",
+                    f"{m['mse']:.4f}",
+                    f"{m['psnr']:.2f}",
+                    f"{m['ssim']:.3f}",
+                ]
+                for name, m in sorted(denoising.items(), key=lambda item: item[1]["psnr"])
+            ],
+        ),
+    ]
+    return tables
+
+
+def _goals(evaluation: Mapping[str, Any]) -> list[str]:
+    goals = evaluation["goals"]
+    return [
+        f"Dense AE test MSE / PCA test MSE = {goals['dense_to_pca_mse_ratio']:.3f} "
+        f"(goal ≤ 0.6: {'met' if goals['dense_to_pca_mse_ratio'] <= 0.6 else 'NOT met'}); "
+        f"against PCA with its output clipped to [0, 1]: "
+        f"{goals['dense_to_clipped_pca_mse_ratio']:.3f}",
+        f"Conv denoiser PSNR − best classical ({goals['best_classical']}) = "
+        f"{goals['conv_psnr_margin_db']:.2f} dB "
+        f"(goal ≥ 6 dB: {'met' if goals['conv_psnr_margin_db'] >= 6 else 'NOT met'})",
+    ]
+
+
+def markdown_report(
+    params: Params,
+    evaluation: Mapping[str, Any],
+    figures: Mapping[str, str],
+    figure_dir: str,
+) -> str:
+    """The report as Markdown; figures are linked relative to the report's directory."""
+    flat = params.model_dump()
+    lines = ["# Run report: MNIST autoencoders", "", "## Params", ""]
+    lines += ["| param | value |", "|---|---|"]
+    lines += [f"| `{key}` | {_lookup(flat, key)} |" for key in KEY_PARAMS]
+    lines += ["", "## Goals", ""] + [f"- {goal}" for goal in _goals(evaluation)]
+    for title, header, rows in _tables(evaluation):
+        lines += ["", f"## {title}", "", "| " + " | ".join(header) + " |"]
+        lines += ["|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["", "## Figures", ""]
+    for name, path in figures.items():
+        lines += [
+            f"### {name.replace('_', ' ')}",
+            "",
+            f"![{name}]({figure_dir}/{Path(path).name})",
+            "",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def html_report(params: Params, evaluation: Mapping[str, Any], figures: Mapping[str, str]) -> str:
+    """The report as one HTML file with every figure embedded (opens offline, no assets)."""
+    flat = params.model_dump()
+    escape = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        "<title>Run report: MNIST autoencoders</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
+        "padding:4px 10px;text-align:right}td:first-child,th:first-child{text-align:left}"
+        "img{max-width:100%}</style></head><body>",
+        "<h1>Run report: MNIST autoencoders</h1><h2>Params</h2><table>",
+        "<tr><th>param</th><th>value</th></tr>",
+    ]
+    parts += [
+        f"<tr><td><code>{escape(key)}</code></td><td>{escape(str(_lookup(flat, key)))}</td></tr>"
+        for key in KEY_PARAMS
+    ]
+    parts += ["</table><h2>Goals</h2><ul>"]
+    parts += [f"<li>{escape(goal)}</li>" for goal in _goals(evaluation)]
+    parts += ["</ul>"]
+    for title, header, rows in _tables(evaluation):
+        parts += [f"<h2>{escape(title)}</h2><table><tr>"]
+        parts += [f"<th>{escape(cell)}</th>" for cell in header]
+        parts += ["</tr>"]
+        for row in rows:
+            parts += ["<tr>", *[f"<td>{escape(cell)}</td>" for cell in row], "</tr>"]
+        parts += ["</table>"]
+    parts += ["<h2>Figures</h2>"]
+    for name, path in figures.items():
+        encoded = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+        parts += [
+            f"<h3>{escape(name.replace('_', ' '))}</h3>",
+            f"<img alt='{escape(name)}' src='data:image/png;base64,{encoded}'>",
+        ]
+    parts += ["</body></html>"]
+    return "\n".join(parts) + "\n"
+
+
+def _lookup(flat: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = flat
+    for part in dotted.split("."):
+        value = value[part]
+    return value
