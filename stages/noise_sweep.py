@@ -21,8 +21,8 @@ def main(params: Params) -> None:
             settings.batch_size,
         )
         io.write_table_csv(paths.NOISE_SWEEP, rows)
-        for step, row in enumerate(rows):
-            tracking.log_metrics({key: value for key, value in row.items()}, "sweep.", step=step)
+        columns = {name: [row[name] for row in rows] for name in rows[0]}
+        tracking.log_history(columns, "sweep", first_step=0)
 
 
 if __name__ == "__main__":

@@ -254,8 +254,15 @@ def test_changing_a_figures_param_reruns_only_figures_and_logs_a_complete_row(
     for key, value in flatten(evaluation).items():
         if not isinstance(value, str):
             assert latest.data.metrics[key] == pytest.approx(first.data.metrics[key])
-    history = pipeline.client().get_metric_history(latest.info.run_id, "conv.val_loss")
+    client = pipeline.client()
+    history = client.get_metric_history(latest.info.run_id, "conv.val_loss")
     assert [point.step for point in history] == [1]
+    sweep = client.get_metric_history(latest.info.run_id, "sweep.conv_denoiser_psnr")
+    assert [point.step for point in sweep] == [0, 1, 2]
+    for key in ("dense.parameters", "conv.best_val_loss", "non_local_means.tuned_strength"):
+        assert key in first.data.metrics, key
+    for key in ("dense.parameters", "conv.best_val_loss", "tuned_strength.non_local_means"):
+        assert latest.data.metrics[key] == pytest.approx(first.data.metrics[key]), key
 
 
 def test_forced_repro_is_byte_identical(pipeline: Pipeline) -> None:

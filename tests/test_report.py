@@ -64,3 +64,10 @@ def test_html_embeds_every_figure_and_needs_no_other_file(tmp_path: Path) -> Non
         base64.b64encode(Path(path).read_bytes()).decode() for path in figures.values()
     ]
     assert "src='http" not in page and "href=" not in page
+
+
+def test_report_stage_depends_on_exactly_the_params_it_prints() -> None:
+    import yaml
+
+    declared = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["report"]["params"]
+    assert declared == report.KEY_PARAMS

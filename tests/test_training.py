@@ -1,5 +1,6 @@
 """Fitting: determinism, validation split, early stopping bookkeeping."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -39,10 +40,33 @@ def test_loss_goes_down() -> None:
     assert result.history["loss"][-1] < result.history["loss"][0]
 
 
-def test_early_stopping_reports_best_epoch() -> None:
-    _, result = _fit_once(epochs=4, patience=1)
+def test_early_stopping_stops_and_keeps_the_best_epochs_weights() -> None:
+    training.make_deterministic(5)
+    rng = np.random.default_rng(1)
+    # Memorisable training noise, unrelated validation noise: val_loss soon rises.
+    images = rng.random((64, 784), dtype=np.float32)
+    autoencoder, _, _ = models.build_dense_autoencoder(64)
+    snapshots: list[list[np.ndarray]] = []
+    recorder = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: snapshots.append(autoencoder.get_weights())
+    )
+    result = training.fit(
+        autoencoder,
+        images,
+        images,
+        optimizer="adam",
+        learning_rate=0.05,
+        epochs=30,
+        batch_size=8,
+        validation_samples=16,
+        early_stopping_patience=2,
+        callbacks=[recorder],
+    )
+    assert result.epochs_run < 30  # it stopped early
+    assert result.best_epoch < result.epochs_run  # ... after val_loss got worse
     assert result.best_val_loss == min(result.history["val_loss"])
-    assert result.history["val_loss"][result.best_epoch - 1] == result.best_val_loss
+    for kept, best in zip(autoencoder.get_weights(), snapshots[result.best_epoch - 1], strict=True):
+        np.testing.assert_array_equal(kept, best)
 
 
 def test_validation_and_batch_size_limits() -> None:

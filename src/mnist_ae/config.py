@@ -53,30 +53,30 @@ class NoiseParams(_Section):
     noise_factor: float = Field(ge=0.0, le=10.0)
 
 
-class TrainDenseParams(_Section):
-    """Dense autoencoder 784 -> encoding_dim -> 784."""
+class _TrainingParams(_Section):
+    """What every training stage takes: the arguments of mnist_ae.training.fit."""
 
-    encoding_dim: int = Field(ge=1, le=784)
     optimizer: Optimizer
     learning_rate: float = Field(gt=0.0, le=10.0)
     epochs: int = Field(ge=1, le=10_000)
     batch_size: int = Field(ge=1, le=65_536)
     # Held out from the END of the training set for val_loss; the test set stays unseen.
     validation_samples: PositiveInt
-
-
-class TrainConvParams(_Section):
-    """Convolutional denoising autoencoder, noisy -> clean."""
-
-    filters: int = Field(ge=1, le=1024)
-    optimizer: Optimizer
-    learning_rate: float = Field(gt=0.0, le=10.0)
-    epochs: int = Field(ge=1, le=10_000)
-    batch_size: int = Field(ge=1, le=65_536)
-    validation_samples: PositiveInt
     # Stop after this many epochs without val_loss improvement and keep the best weights;
     # None trains for exactly `epochs`.
     early_stopping_patience: PositiveInt | None = None
+
+
+class TrainDenseParams(_TrainingParams):
+    """Dense autoencoder 784 -> encoding_dim -> 784."""
+
+    encoding_dim: int = Field(ge=1, le=784)
+
+
+class TrainConvParams(_TrainingParams):
+    """Convolutional denoising autoencoder, noisy -> clean."""
+
+    filters: int = Field(ge=1, le=1024)
 
 
 class EvaluateParams(_Section):

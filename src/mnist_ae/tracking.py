@@ -4,8 +4,9 @@ DVC runs each stage as its own process, and skips stages whose inputs did not ch
 get one row per `dvc repro` / `dvc exp run`, every stage that runs attaches to the MLflow run
 tagged with the same *invocation key* — the id of the `dvc` process that launched it (pid and
 start time) plus the DVC experiment name — creating it if it is the first stage to run. The
-last stage (figures) back-fills whatever a skipped stage would have logged (headline metrics,
-per-epoch curves), so a row is complete even when DVC took most results from its cache.
+last stage (report) back-fills, from their outputs, what skipped stages would have logged
+(headline metrics, training summaries, per-epoch curves, the noise sweep), so a row is
+complete even when DVC skipped most stages.
 
 Nothing here writes to a DVC output: run ids and timestamps live only in MLflow.
 """
@@ -148,13 +149,16 @@ def log_metrics(metrics: Mapping[str, Any], prefix: str = "", step: int | None =
         mlflow.log_metrics(numeric, step=step)
 
 
-def log_history(history: Mapping[str, Sequence[float]], prefix: str) -> None:
-    """Log per-epoch curves (step = 1-based epoch) as `<prefix>.<name>`."""
+def log_history(history: Mapping[str, Sequence[float]], prefix: str, first_step: int = 1) -> None:
+    """Log series as `<prefix>.<name>`, one point per step (an `epoch` column is skipped).
+
+    Training curves use step = epoch (from 1); the noise sweep uses step = level index (from 0).
+    """
     for name, values in history.items():
         if name == "epoch":
             continue
-        for epoch, value in enumerate(values, start=1):
-            mlflow.log_metric(f"{prefix}.{name}", float(value), step=epoch)
+        for step, value in enumerate(values, start=first_step):
+            mlflow.log_metric(f"{prefix}.{name}", float(value), step=step)
 
 
 def epoch_logger(prefix: str) -> Any:
@@ -195,11 +199,12 @@ def log_artifacts(paths: Sequence[Path | str], artifact_path: str | None = None)
 def backfill(
     client: MlflowClient,
     metrics: Mapping[str, Any],
-    histories: Mapping[str, Mapping[str, Sequence[float]]],
+    series: Mapping[str, tuple[Mapping[str, Sequence[float]], int]],
 ) -> list[str]:
-    """Log headline metrics and curves the active run lacks (their stages were cached).
+    """Log the metrics and series the active run lacks, because DVC skipped their stages.
 
-    Returns the metric names that were back-filled.
+    `metrics` is a nested mapping logged under dotted names; `series` maps a prefix to
+    (columns, first step). Returns what was back-filled.
     """
     run = mlflow.active_run()
     if run is None:
@@ -208,11 +213,12 @@ def backfill(
     flat = flatten(dict(metrics))
     missing = {key: value for key, value in flat.items() if key not in present}
     log_metrics(missing)
-    filled = sorted(missing)
-    for prefix, history in histories.items():
-        if f"{prefix}.loss" not in present:
-            log_history(history, prefix)
+    filled = sorted(key for key, value in missing.items() if isinstance(value, int | float))
+    for prefix, (columns, first_step) in series.items():
+        names = [name for name in columns if name != "epoch"]
+        if names and f"{prefix}.{names[0]}" not in present:
+            log_history(columns, prefix, first_step)
             filled.append(f"{prefix}.*")
     if filled:
-        log.info("back-filled from cached stages: %s", ", ".join(filled))
+        log.info("back-filled from skipped stages: %s", ", ".join(filled))
     return filled

@@ -38,7 +38,8 @@ class FitResult:
             "epochs_run": self.epochs_run,
             "best_epoch": self.best_epoch,
             "best_val_loss": self.best_val_loss,
-            "final_loss": self.history["loss"][self.best_epoch - 1],
+            # Training loss of the weights kept (the best epoch's, not the last one's).
+            "best_epoch_loss": self.history["loss"][self.best_epoch - 1],
         }
 
 
