@@ -20,9 +20,15 @@ def main(params: Params) -> None:
             noisy,
             clean,
             **settings.model_dump(exclude={"filters"}),
+            seed=params.seed,
+            checkpoint=training.CHECKPOINT_DIR / "train_conv.npz",
+            resume_key=training.fingerprint(
+                params.seed, settings.model_dump(), files=[paths.MNIST, paths.NOISY]
+            ),
             callbacks=[tracking.epoch_logger("conv")],
         )
         io.save_model(denoiser, paths.CONV_DENOISER)
+        tracking.log_resumed_epochs(result.history, result.resumed_epochs, "conv")
         io.write_history_csv(paths.CONV_HISTORY, result.history)
         summary = result.summary(denoiser)
         io.write_json(paths.CONV_SUMMARY, summary)

@@ -17,11 +17,17 @@ def main(params: Params) -> None:
             images,
             images,
             **settings.model_dump(exclude={"encoding_dim"}),
+            seed=params.seed,
+            checkpoint=training.CHECKPOINT_DIR / "train_dense.npz",
+            resume_key=training.fingerprint(
+                params.seed, settings.model_dump(), files=[paths.MNIST]
+            ),
             callbacks=[tracking.epoch_logger("dense")],
         )
         io.save_model(autoencoder, paths.DENSE_AUTOENCODER)
         io.save_model(encoder, paths.DENSE_ENCODER)
         io.save_model(decoder, paths.DENSE_DECODER)
+        tracking.log_resumed_epochs(result.history, result.resumed_epochs, "dense")
         io.write_history_csv(paths.DENSE_HISTORY, result.history)
         summary = result.summary(autoencoder)
         io.write_json(paths.DENSE_SUMMARY, summary)

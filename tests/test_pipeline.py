@@ -3,142 +3,26 @@ outputs and the MLflow store. Slow-ish (a few minutes): every stage imports Tens
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import re
-import shutil
-import subprocess
-import sys
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from mlflow.tracking import MlflowClient
 
 from mnist_ae import paths
 from mnist_ae.config import flatten
-
-REPO = Path(__file__).resolve().parents[1]
-STAGES = [
-    "prepare",
-    "add_noise",
-    "train_dense",
-    "train_conv",
-    "baselines",
-    "evaluate",
-    "noise_sweep",
-    "figures",
-    "report",
-]
-OUTPUTS = [
-    paths.MNIST,
-    paths.NOISY,
-    paths.DENSE_AUTOENCODER,
-    paths.DENSE_ENCODER,
-    paths.DENSE_DECODER,
-    paths.CONV_DENOISER,
-    paths.DENSE_HISTORY,
-    paths.CONV_HISTORY,
-    paths.DENSE_SUMMARY,
-    paths.CONV_SUMMARY,
-    paths.EVALUATION,
-    paths.PCA,
-    paths.BASELINE_TUNING,
-    paths.NOISE_SWEEP,
-    paths.REPORT_MARKDOWN,
-    paths.REPORT_HTML,
-    *paths.FIGURES.values(),
-]
+from pipeline_repo import OUTPUTS, SECRETS, STAGES, Pipeline
 
 pytestmark = pytest.mark.e2e
 
 
-def _shrink(params: dict) -> dict:
-    params["prepare"].update(train_samples=400, test_samples=100)
-    for section in ("train_dense", "train_conv"):
-        params[section].update(epochs=1, batch_size=32, validation_samples=80)
-    params["evaluate"]["batch_size"] = 50
-    params["baselines"]["tuning_samples"] = 20
-    params["baselines"]["grids"] = {
-        "gaussian": [0.5, 1.0],
-        "median": [3],
-        "total_variation": [0.1],
-        "non_local_means": [0.2, 0.4],
-    }
-    params["noise_sweep"].update(noise_factors=[0.25, 0.5, 1.0], batch_size=50)
-    params["figures"].update(n_digits=5, projection_samples=60)
-    return params
-
-
-class Pipeline:
-    """A throw-away git + DVC copy of the repository."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        venv_bin = str(Path(sys.executable).parent)
-        self.env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}"}
-        for variable in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME", "DVC_STAGE"):
-            self.env.pop(variable, None)
-
-    def run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run(
-            command, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=900
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"{command} failed:\n{result.stdout}\n{result.stderr}")
-        return result
-
-    def repro(
-        self, *arguments: str, check: bool = True
-    ) -> tuple[list[str], subprocess.CompletedProcess]:
-        result = self.run("dvc", "repro", *arguments, check=check)
-        return re.findall(r"Running stage '(\w+)'", result.stdout), result
-
-    def edit_params(self, section: str, key: str, value: object) -> None:
-        path = self.root / "params.yaml"
-        params = yaml.safe_load(path.read_text())
-        params[section][key] = value
-        path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-    def digests(self) -> dict[str, str]:
-        return {
-            name: hashlib.sha256((self.root / name).read_bytes()).hexdigest() for name in OUTPUTS
-        }
-
-    def client(self) -> MlflowClient:
-        return MlflowClient(tracking_uri=f"sqlite:///{self.root / 'mlflow.db'}")
-
-    def runs(self) -> list:
-        client = self.client()
-        experiment = client.get_experiment_by_name("mnist-autoencoders")
-        return client.search_runs(
-            [experiment.experiment_id], order_by=["attributes.start_time ASC"]
-        )
-
-
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
-    root = tmp_path_factory.mktemp("repo")
-    tracked = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout.split("\0")
-    for name in filter(None, tracked):
-        if (REPO / name).is_file():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, root / name)
-    params_path = root / "params.yaml"
-    params_path.write_text(
-        yaml.safe_dump(_shrink(yaml.safe_load(params_path.read_text())), sort_keys=False)
-    )
-    pipe = Pipeline(root)
-    pipe.run("git", "init", "-q")
-    pipe.run("git", "add", "-A")
-    pipe.run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "shrunk copy")
-    ran, _ = pipe.repro()
-    assert ran == STAGES
-    return pipe
+def pipeline(built_pipeline: Pipeline) -> Pipeline:
+    """The session's shrunk repository itself (with the MLflow run of its first `dvc repro`)."""
+    return built_pipeline
 
 
 def test_every_output_exists_and_metrics_are_sane(pipeline: Pipeline) -> None:
@@ -212,6 +96,39 @@ def test_mlflow_holds_one_complete_run(pipeline: Pipeline) -> None:
     # Nothing MLflow-specific leaks into DVC outputs.
     for name in (paths.EVALUATION, paths.DENSE_SUMMARY, paths.CONV_SUMMARY):
         assert run.info.run_id not in (pipeline.root / name).read_text()
+
+
+def test_the_run_is_served_by_the_real_tracking_server(pipeline: Pipeline) -> None:
+    assert pipeline.tracking_uri and pipeline.tracking_uri.startswith("http://127.0.0.1:")
+    assert not (pipeline.root / "mlflow.db").exists()  # nothing went to the default store
+    # Through the REST API itself, not only MlflowClient.
+    experiment = _rest(pipeline, "experiments/get-by-name", experiment_name="mnist-autoencoders")
+    experiment_id = experiment["experiment"]["experiment_id"]
+    found = _rest(pipeline, "runs/search", method="POST", experiment_ids=[experiment_id])
+    assert len(found["runs"]) == 1
+    params = {item["key"]: item["value"] for item in found["runs"][0]["data"]["params"]}
+    assert params["train_dense.encoding_dim"] == "32"
+
+
+def test_no_secret_from_the_environment_or_git_remote_is_logged(pipeline: Pipeline) -> None:
+    for run in pipeline.runs():
+        logged = [*run.data.params.items(), *run.data.tags.items()]
+        for key, value in logged:
+            for secret in SECRETS.values():
+                assert secret not in key and secret not in value, key
+
+
+def _rest(pipeline: Pipeline, endpoint: str, method: str = "GET", **payload: object) -> dict:
+    url = f"{pipeline.tracking_uri}/api/2.0/mlflow/{endpoint}"
+    if method == "GET":
+        request = urllib.request.Request(f"{url}?{urllib.parse.urlencode(payload)}")
+    else:
+        body = json.dumps(payload).encode()
+        request = urllib.request.Request(
+            url, data=body, method=method, headers={"Content-Type": "application/json"}
+        )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
 
 
 def test_second_repro_runs_nothing(pipeline: Pipeline) -> None:

@@ -1,5 +1,7 @@
 """Fitting: determinism, validation split, early stopping bookkeeping."""
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -85,3 +87,91 @@ def test_validation_and_batch_size_limits() -> None:
             batch_size=64,
             validation_samples=2,
         )
+
+
+class _Interrupt(keras.callbacks.Callback):
+    """Raise KeyboardInterrupt in the middle of epoch `epoch` (0-based), as Ctrl-C would."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.epoch = epoch
+        self.current = -1
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.current = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.current == self.epoch and batch == 2:
+            raise KeyboardInterrupt
+
+
+def _resumable_fit(
+    checkpoint: Path,
+    callbacks: list | None = None,
+    key: str = "k",
+    patience: int | None = None,
+    epochs: int = 4,
+) -> tuple[list, training.FitResult]:
+    training.make_deterministic(3)
+    images = np.random.default_rng(2).random((160, 784), dtype=np.float32)
+    autoencoder, _, _ = models.build_dense_autoencoder(16)
+    result = training.fit(
+        autoencoder,
+        images,
+        images,
+        optimizer="adam",
+        learning_rate=0.01,
+        epochs=epochs,
+        batch_size=16,
+        validation_samples=32,
+        early_stopping_patience=patience,
+        seed=3,
+        checkpoint=checkpoint,
+        resume_key=key,
+        callbacks=callbacks or [],
+    )
+    return autoencoder.get_weights(), result
+
+
+def test_interrupted_training_resumes_to_exactly_the_uninterrupted_weights(
+    tmp_path: Path,
+) -> None:
+    expected_weights, expected = _resumable_fit(tmp_path / "straight.npz")
+    assert not (tmp_path / "straight.npz").exists()  # removed once training ended
+
+    checkpoint = tmp_path / "resumed.npz"
+    with pytest.raises(KeyboardInterrupt):
+        _resumable_fit(checkpoint, callbacks=[_Interrupt(epoch=2)])
+    assert checkpoint.exists()  # two completed epochs were saved
+    weights, result = _resumable_fit(checkpoint)
+    assert result.resumed_epochs == 2
+    assert result.history == expected.history and result.epochs_run == 4
+    for got, want in zip(weights, expected_weights, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert not checkpoint.exists()
+
+
+def test_checkpoint_of_other_params_or_unreadable_is_not_resumed(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "ckpt.npz"
+    with pytest.raises(KeyboardInterrupt):
+        _resumable_fit(checkpoint, callbacks=[_Interrupt(epoch=1)], key="old-params")
+    _, result = _resumable_fit(checkpoint, key="new-params")
+    assert result.resumed_epochs == 0 and result.epochs_run == 4
+
+    checkpoint.write_bytes(b"PK\x03\x04 truncated")
+    _, result = _resumable_fit(checkpoint)
+    assert result.resumed_epochs == 0 and result.epochs_run == 4
+
+
+def test_early_stopping_state_survives_a_restart(tmp_path: Path) -> None:
+    expected_weights, expected = _resumable_fit(tmp_path / "a.npz", patience=1, epochs=12)
+    assert expected.epochs_run < 12  # it did stop early
+    checkpoint = tmp_path / "b.npz"
+    interrupt_at = expected.epochs_run - 1  # during the last epoch it ran
+    with pytest.raises(KeyboardInterrupt):
+        _resumable_fit(checkpoint, [_Interrupt(interrupt_at)], patience=1, epochs=12)
+    weights, result = _resumable_fit(checkpoint, patience=1, epochs=12)
+    assert result.resumed_epochs == interrupt_at
+    assert result.history == expected.history and result.best_epoch == expected.best_epoch
+    for got, want in zip(weights, expected_weights, strict=True):  # the best epoch's weights
+        np.testing.assert_array_equal(got, want)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
+import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -13,16 +16,32 @@ from mnist_ae.config import Params, ParamsError, load_params
 DEBUG_ENV = "MNIST_AE_DEBUG"
 
 
+class StageTerminatedError(BaseException):
+    """SIGTERM arrived. A BaseException, like KeyboardInterrupt, so no `except Exception`
+    swallows it on the way out, while context managers still close (MLflow marks the run
+    FAILED)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise StageTerminatedError
+
+
 def run_stage(
     stage: str, body: Callable[[Params], None], params_path: str = "params.yaml"
 ) -> NoReturn:
     """Validate params.yaml, run `body`, and turn any failure into one line and exit code != 0.
 
-    Exit codes: 0 success, 2 invalid params, 1 any other error, 130 interrupted. Set
-    MNIST_AE_DEBUG=1 to get the full traceback instead.
+    Exit codes: 0 success, 2 invalid params, 1 any other error, 130 Ctrl-C, 143 SIGTERM. Set
+    MNIST_AE_DEBUG=1 to get the full traceback instead. Outputs are only ever replaced whole
+    (atomic writes), and training stages checkpoint every epoch, so after an interruption the
+    next `dvc repro` resumes where this one stopped.
     """
     logging.basicConfig(level=logging.INFO, format=f"[{stage}] %(message)s")
+    for chatty in ("mlflow", "alembic"):  # e.g. "Creating initial MLflow database tables..."
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    started = time.monotonic()
     try:
         params = load_params(params_path)
         body(params)
@@ -30,12 +49,18 @@ def run_stage(
         print(f"{stage}: invalid params: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print(f"{stage}: interrupted", file=sys.stderr)
+        print(f"{stage}: interrupted by Ctrl-C; run it again to resume", file=sys.stderr)
         sys.exit(130)
+    except StageTerminatedError:
+        print(f"{stage}: terminated by SIGTERM; run it again to resume", file=sys.stderr)
+        sys.exit(143)
     except Exception as exc:
         if debug:
             raise
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"{stage}: error: {message} (set {DEBUG_ENV}=1 for a traceback)", file=sys.stderr)
         sys.exit(1)
+    # Read by scripts/time_stages.py (the benchmark's per-stage wall time and peak memory).
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    logging.info("done in %.1f s, peak RSS %.0f MB", time.monotonic() - started, peak_mb)
     sys.exit(0)

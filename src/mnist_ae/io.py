@@ -145,7 +145,7 @@ def save_arrays(target: Path | str, arrays: Mapping[str, np.ndarray]) -> None:
             info.external_attr = 0o644 << 16
             with archive.open(info, "w", force_zip64=True) as member:
                 np.lib.format.write_array(
-                    member, np.ascontiguousarray(arrays[name]), allow_pickle=False
+                    member, np.asarray(arrays[name], order="C"), allow_pickle=False
                 )
 
 

@@ -14,9 +14,14 @@ Nothing here writes to a DVC output: run ids and timestamps live only in MLflow.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
+import re
 import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,15 @@ log = logging.getLogger(__name__)
 
 INVOCATION_TAG = "pipeline.invocation"
 STAGES_TAG = "pipeline.stages_run"
+# Seconds a stage waits for the tracking server to answer before giving up (before training).
+PREFLIGHT_TIMEOUT = 5.0
+# SQLite: how long a writer waits for another process's lock (parallel queued experiments).
+SQLITE_LOCK_TIMEOUT = 60
+_SECRET_NAME = re.compile(r"(TOKEN|KEY|PASSWORD|PASSWD|SECRET|CREDENTIALS?)$", re.IGNORECASE)
+
+
+class TrackingUnavailableError(RuntimeError):
+    """The MLflow tracking store cannot be reached or created; the message is one line."""
 
 
 def repository_root() -> Path:
@@ -44,8 +58,87 @@ def repository_root() -> Path:
 
 
 def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI if set, else a SQLite store `mlflow.db` at the repository root."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repository_root() / 'mlflow.db'}"
+    """MLFLOW_TRACKING_URI if set, else a SQLite store `mlflow.db` at the repository root.
+
+    The default store waits up to SQLITE_LOCK_TIMEOUT s for a lock instead of SQLite's 5 s, so
+    experiments running in parallel (`dvc queue start -j 2`) queue up rather than fail with
+    "database is locked".
+    """
+    configured = os.environ.get("MLFLOW_TRACKING_URI")
+    if configured:
+        return configured
+    return f"sqlite:///{repository_root() / 'mlflow.db'}?timeout={SQLITE_LOCK_TIMEOUT}"
+
+
+def display_uri(uri: str) -> str:
+    """The URI without credentials or query, safe to print."""
+    parts = urllib.parse.urlsplit(uri)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def sqlite_database(uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI, else None."""
+    if urllib.parse.urlsplit(uri).scheme != "sqlite":
+        return None
+    return Path(urllib.parse.urlsplit(uri).path.removeprefix("/"))
+
+
+def check_reachable(uri: str, timeout: float = PREFLIGHT_TIMEOUT) -> None:
+    """Fail fast, before any training, if the tracking store cannot be used.
+
+    MLflow's own client retries an unreachable server with back-off for minutes; one plain
+    request with a short timeout tells within seconds.
+    """
+    scheme = urllib.parse.urlsplit(uri).scheme
+    if scheme in ("http", "https"):
+        url = uri.split("?")[0].rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout):
+                pass
+        except urllib.error.HTTPError:
+            return  # it answered: a server without /health is still a server
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TrackingUnavailableError(
+                f"MLflow tracking server {display_uri(uri)} is unreachable ({reason}); "
+                "start it or unset MLFLOW_TRACKING_URI"
+            ) from None
+    database = sqlite_database(uri)
+    if database is not None and not database.parent.is_dir():
+        raise TrackingUnavailableError(
+            f"MLflow store {display_uri(uri)}: directory {database.parent} does not exist"
+        )
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Serialise store creation and experiment creation across processes (SQLite only)."""
+    database = sqlite_database(uri)
+    if database is None:
+        yield
+        return
+    with open(database.with_name(database.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def without_secrets(values: Mapping[str, str]) -> dict[str, str]:
+    """Drop entries whose name looks like a secret or whose value holds a secret from the
+    environment (any *_TOKEN, *_KEY, *_PASSWORD, *_SECRET variable), before they are logged."""
+    secrets = [
+        value for name, value in os.environ.items() if _SECRET_NAME.search(name) and len(value) >= 4
+    ]
+    return {
+        key: value
+        for key, value in values.items()
+        if not _SECRET_NAME.search(key) and not any(secret in value for secret in secrets)
+    }
 
 
 def _dvc_ancestor() -> psutil.Process | None:
@@ -99,9 +192,10 @@ def _experiment_id(client: MlflowClient, name: str) -> str:
     if experiment is not None:
         return experiment.experiment_id
     artifact_location = None
-    if tracking_uri().startswith("sqlite:"):
+    database = sqlite_database(tracking_uri())
+    if database is not None:
         # "Artifacts beside the store": mlruns/ next to mlflow.db, whatever the working dir.
-        artifact_location = (repository_root() / "mlruns").as_uri()
+        artifact_location = (database.resolve().parent / "mlruns").as_uri()
     return client.create_experiment(name, artifact_location=artifact_location)
 
 
@@ -112,10 +206,13 @@ def pipeline_run(stage: str, params: Params) -> Iterator[MlflowClient]:
     Logs every param (flattened from params.yaml) and the run tags once; marks the run FAILED
     if the stage raises, FINISHED otherwise.
     """
-    mlflow.set_tracking_uri(tracking_uri())
+    uri = tracking_uri()
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
     client = MlflowClient()
-    experiment_id = _experiment_id(client, params.tracking.experiment_name)
-    tags = _run_tags()
+    with _store_lock(uri):
+        experiment_id = _experiment_id(client, params.tracking.experiment_name)
+    tags = without_secrets(_run_tags())
     existing = client.search_runs(
         [experiment_id],
         filter_string=f"tags.`{INVOCATION_TAG}` = '{tags[INVOCATION_TAG]}'",
@@ -129,7 +226,7 @@ def pipeline_run(stage: str, params: Params) -> Iterator[MlflowClient]:
     try:
         logged = run.data.params if existing else {}
         flat = {key: str(value) for key, value in flatten(params.model_dump()).items()}
-        fresh = {key: value for key, value in flat.items() if key not in logged}
+        fresh = {key: value for key, value in without_secrets(flat).items() if key not in logged}
         if fresh:
             mlflow.log_params(fresh)
         stages = [s for s in run.data.tags.get(STAGES_TAG, "").split(",") if s] if existing else []
@@ -222,3 +319,11 @@ def backfill(
     if filled:
         log.info("back-filled from skipped stages: %s", ", ".join(filled))
     return filled
+
+
+def log_resumed_epochs(history: Mapping[str, Sequence[float]], resumed: int, prefix: str) -> None:
+    """Log the curves of epochs restored from a checkpoint (their process died before logging
+    them to this run), and tag the run so a reader knows training was resumed."""
+    if resumed:
+        log_history({name: values[:resumed] for name, values in history.items()}, prefix)
+        mlflow.set_tag(f"{prefix}.resumed_after_epoch", str(resumed))

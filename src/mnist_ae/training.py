@@ -1,15 +1,39 @@
-"""Seeding and fitting: `model.fit` with callbacks, and a held-out validation slice."""
+"""Seeding and fitting: `model.fit` on an in-memory tf.data feed, with resumable checkpoints.
+
+Two properties matter more than anything else here:
+- Determinism: the batch order of epoch `e` is a stateless function of (seed, e), and TF op
+  determinism is on, so the same params give byte-identical weights run after run.
+- Resumability: after every completed epoch the weights, the optimizer's state, the history
+  and the early-stopping state go to ONE checkpoint file, written atomically. A stage killed
+  mid-epoch (SIGTERM, SIGKILL, Ctrl-C, a crash) resumes from the last completed epoch when it
+  is run again with the same params and inputs — and, because the batch order depends only on
+  (seed, epoch), it ends with exactly the weights an uninterrupted run would have.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from mnist_ae import io
 from mnist_ae.models import make_optimizer
+
+log = logging.getLogger(__name__)
+
+# Checkpoints live in the stage's working copy (not a DVC output, ignored by git). Queued
+# experiments run in their own temporary copies, so they never share a checkpoint.
+CHECKPOINT_DIR = Path(".checkpoints")
+_CHECKPOINT_FORMAT = 1
 
 
 def make_deterministic(seed: int) -> None:
@@ -30,6 +54,7 @@ class FitResult:
     epochs_run: int
     best_epoch: int  # 1-based epoch whose weights the model holds at the end
     best_val_loss: float
+    resumed_epochs: int = 0  # epochs restored from a checkpoint rather than run in this process
 
     def summary(self, model: keras.Model) -> dict[str, float | int]:
         """Headline numbers of this run, for the DVC metrics file and MLflow."""
@@ -56,6 +81,157 @@ def split_validation(
     return (inputs[:cut], targets[:cut]), (inputs[cut:], targets[cut:])
 
 
+def fingerprint(*parts: Any, files: Iterable[Path | str] = ()) -> str:
+    """A digest of JSON-able values and file contents: what a checkpoint must match to resume."""
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
+    for path in files:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def training_batches(
+    inputs: np.ndarray, targets: np.ndarray, batch_size: int, seed: int, epoch: tf.Variable
+) -> tf.data.Dataset:
+    """One epoch of shuffled (input, target) batches, re-iterable, read from memory.
+
+    The order is a stateless shuffle keyed by (seed, current value of `epoch`), so it does not
+    depend on how many epochs this process has run — the key to exact resumption. The arrays
+    are held once as tensors and batches are gathered inside the graph: no per-batch Python.
+    """
+    inputs_tensor = tf.constant(inputs)
+    targets_tensor = tf.constant(targets)
+    count = len(inputs)
+    steps = math.ceil(count / batch_size)
+
+    def epoch_order(_: tf.Tensor) -> tf.data.Dataset:
+        key = tf.stack([tf.constant(seed, tf.int64), epoch.read_value()])
+        order = tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64), key)
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    def gather(indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return tf.gather(inputs_tensor, indices), tf.gather(targets_tensor, indices)
+
+    dataset = tf.data.Dataset.from_tensors(0).flat_map(epoch_order)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
+    return dataset.map(gather).prefetch(tf.data.AUTOTUNE)
+
+
+def validation_batches(inputs: np.ndarray, targets: np.ndarray, batch_size: int) -> Any:
+    """The held-out slice in fixed order, cached as tensors (evaluated once per epoch)."""
+    dataset = tf.data.Dataset.from_tensor_slices((inputs, targets)).batch(batch_size)
+    return dataset.cache().prefetch(tf.data.AUTOTUNE)
+
+
+@dataclass
+class _TrainingState:
+    """What must survive an interruption, besides the weights and the optimizer."""
+
+    history: dict[str, list[float]] = field(default_factory=lambda: {"loss": [], "val_loss": []})
+    best_epoch: int = 0
+    best_val_loss: float = math.inf
+    best_weights: list[np.ndarray] | None = None
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.history["val_loss"])
+
+
+class _Checkpointer(keras.callbacks.Callback):
+    """Record each epoch, keep the best weights, stop early, checkpoint, and set the shuffle key.
+
+    Early stopping lives here rather than in keras.callbacks.EarlyStopping because its state
+    (best weights, epochs without improvement) has to be checkpointed to survive a restart.
+    """
+
+    def __init__(
+        self,
+        state: _TrainingState,
+        epoch_variable: tf.Variable,
+        checkpoint: Path | None,
+        key: str,
+        patience: int | None,
+    ) -> None:
+        super().__init__()
+        self.state = state
+        self.epoch_variable = epoch_variable
+        self.checkpoint = checkpoint
+        self.key = key
+        self.patience = patience
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self.epoch_variable.assign(epoch)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        logs = logs or {}
+        state = self.state
+        for name in ("loss", "val_loss"):
+            state.history[name].append(float(logs[name]))
+        val_loss = state.history["val_loss"][-1]
+        if val_loss < state.best_val_loss:
+            state.best_val_loss, state.best_epoch = val_loss, epoch + 1
+            if self.patience is not None:
+                state.best_weights = [np.array(w) for w in self.model.get_weights()]
+        if self.patience is not None and epoch + 1 - state.best_epoch >= self.patience:
+            self.model.stop_training = True
+        if self.checkpoint is not None:
+            _save_checkpoint(self.checkpoint, self.key, self.model, state)
+
+
+def _save_checkpoint(path: Path, key: str, model: keras.Model, state: _TrainingState) -> None:
+    meta = {
+        "format": _CHECKPOINT_FORMAT,
+        "key": key,
+        "history": state.history,
+        "best_epoch": state.best_epoch,
+        "best_val_loss": state.best_val_loss if state.best_epoch else None,
+        "has_best_weights": state.best_weights is not None,
+    }
+    arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
+    arrays |= {f"weight_{i:04d}": np.asarray(w) for i, w in enumerate(model.get_weights())}
+    for i, variable in enumerate(model.optimizer.variables):
+        arrays[f"optimizer_{i:04d}"] = np.asarray(variable)
+    for i, weight in enumerate(state.best_weights or []):
+        arrays[f"best_{i:04d}"] = weight
+    io.save_arrays(path, arrays)  # one atomic file: never half old, half new
+
+
+def _restore_checkpoint(path: Path, key: str, model: keras.Model) -> _TrainingState | None:
+    """Load a checkpoint into `model` (built and compiled); None if absent or not for this run."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+        meta = json.loads(arrays["meta"].tobytes())
+    except Exception as exc:  # a checkpoint is a cache: a damaged one is discarded, not fatal
+        log.warning("ignoring unreadable checkpoint %s (%s); starting from epoch 1", path, exc)
+        return None
+    if meta.get("format") != _CHECKPOINT_FORMAT or meta.get("key") != key:
+        log.info("ignoring checkpoint %s: it belongs to other params or inputs", path)
+        return None
+
+    def numbered(prefix: str) -> list[np.ndarray]:
+        return [arrays[name] for name in sorted(arrays) if name.startswith(prefix)]
+
+    model.optimizer.build(model.trainable_variables)
+    weights, slots = numbered("weight_"), numbered("optimizer_")
+    if len(weights) != len(model.weights) or len(slots) != len(model.optimizer.variables):
+        log.warning("ignoring checkpoint %s: it does not match this model", path)
+        return None
+    model.set_weights(weights)
+    for variable, value in zip(model.optimizer.variables, slots, strict=True):
+        variable.assign(value)
+    state = _TrainingState(
+        history={name: [float(v) for v in values] for name, values in meta["history"].items()},
+        best_epoch=int(meta["best_epoch"]),
+        best_val_loss=math.inf if meta["best_val_loss"] is None else meta["best_val_loss"],
+        best_weights=numbered("best_") if meta["has_best_weights"] else None,
+    )
+    return state
+
+
 def fit(
     model: keras.Model,
     inputs: np.ndarray,
@@ -67,48 +243,70 @@ def fit(
     batch_size: int,
     validation_samples: int,
     early_stopping_patience: int | None = None,
+    seed: int = 0,
+    checkpoint: Path | str | None = None,
+    resume_key: str = "",
+    steps_per_execution: int = 1,
+    jit_compile: bool | str = "auto",
     callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> FitResult:
     """Compile with binary cross-entropy and fit, validating on a held-out training slice.
 
     The test set is never used here: it is kept for the evaluate stage, so early stopping
-    cannot select on it.
+    cannot select on it. With `checkpoint`, progress is saved after every epoch and a matching
+    checkpoint (same `resume_key`) is resumed from; the file is removed once training ends.
     """
-    (fit_inputs, fit_targets), validation = split_validation(inputs, targets, validation_samples)
+    (fit_inputs, fit_targets), (val_inputs, val_targets) = split_validation(
+        inputs, targets, validation_samples
+    )
     if batch_size > len(fit_inputs):
         raise ValueError(
             f"batch_size {batch_size} is larger than the {len(fit_inputs)} training samples "
             "left after the validation split"
         )
-    model.compile(optimizer=make_optimizer(optimizer, learning_rate), loss="binary_crossentropy")
-    all_callbacks = list(callbacks)
-    if early_stopping_patience is not None:
-        all_callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=early_stopping_patience, restore_best_weights=True
-            )
+    model.compile(
+        optimizer=make_optimizer(optimizer, learning_rate),
+        loss="binary_crossentropy",
+        steps_per_execution=steps_per_execution,
+        jit_compile=jit_compile,
+    )
+    checkpoint_path = Path(checkpoint) if checkpoint is not None else None
+    state = None
+    if checkpoint_path is not None:
+        state = _restore_checkpoint(checkpoint_path, resume_key, model)
+    state = state or _TrainingState()
+    resumed = state.epochs_done
+    stopped_early = (
+        early_stopping_patience is not None
+        and resumed > 0
+        and resumed - state.best_epoch >= early_stopping_patience
+    )
+    if resumed:
+        log.info("resuming from checkpoint %s after epoch %d of %d", checkpoint, resumed, epochs)
+    epoch_variable = tf.Variable(0, dtype=tf.int64, trainable=False)
+    recorder = _Checkpointer(
+        state, epoch_variable, checkpoint_path, resume_key, early_stopping_patience
+    )
+    if resumed < epochs and not stopped_early:
+        model.fit(
+            training_batches(fit_inputs, fit_targets, batch_size, seed, epoch_variable),
+            epochs=epochs,
+            initial_epoch=resumed,
+            validation_data=validation_batches(val_inputs, val_targets, max(batch_size, 1024)),
+            callbacks=[recorder, *callbacks],
+            verbose=2,
         )
-    history = model.fit(
-        fit_inputs,
-        fit_targets,
-        batch_size=batch_size,
-        epochs=epochs,
-        shuffle=True,
-        validation_data=validation,
-        callbacks=all_callbacks,
-        verbose=2,
-    ).history
-    curves = {name: [float(value) for value in history[name]] for name in ("loss", "val_loss")}
-    val_losses = curves["val_loss"]
-    if early_stopping_patience is None:
-        best_epoch = len(val_losses)  # the weights are the last epoch's
-    else:
-        best_epoch = int(np.argmin(val_losses)) + 1
+    if early_stopping_patience is not None and state.best_weights is not None:
+        model.set_weights(state.best_weights)
+    best_epoch = state.best_epoch if early_stopping_patience is not None else state.epochs_done
+    if checkpoint_path is not None:
+        checkpoint_path.unlink(missing_ok=True)
     return FitResult(
-        history=curves,
-        epochs_run=len(val_losses),
+        history=state.history,
+        epochs_run=state.epochs_done,
         best_epoch=best_epoch,
-        best_val_loss=val_losses[best_epoch - 1],
+        best_val_loss=state.history["val_loss"][best_epoch - 1],
+        resumed_epochs=resumed,
     )
 
 

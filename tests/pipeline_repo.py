@@ -1,0 +1,219 @@
+"""A throw-away git + DVC copy of the repository with params.yaml shrunk, for the end-to-end
+tests. Built once per test session (every stage imports TensorFlow, so a full run takes a
+minute or two); each module gets its own copy."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+from mlflow.tracking import MlflowClient
+
+from mnist_ae import paths
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = [
+    "prepare",
+    "add_noise",
+    "train_dense",
+    "train_conv",
+    "baselines",
+    "evaluate",
+    "noise_sweep",
+    "figures",
+    "report",
+]
+OUTPUTS = [
+    paths.MNIST,
+    paths.NOISY,
+    paths.DENSE_AUTOENCODER,
+    paths.DENSE_ENCODER,
+    paths.DENSE_DECODER,
+    paths.CONV_DENOISER,
+    paths.DENSE_HISTORY,
+    paths.CONV_HISTORY,
+    paths.DENSE_SUMMARY,
+    paths.CONV_SUMMARY,
+    paths.EVALUATION,
+    paths.PCA,
+    paths.BASELINE_TUNING,
+    paths.NOISE_SWEEP,
+    paths.REPORT_MARKDOWN,
+    paths.REPORT_HTML,
+    *paths.FIGURES.values(),
+]
+
+
+def shrink(params: dict) -> dict:
+    params["prepare"].update(train_samples=400, test_samples=100)
+    for section in ("train_dense", "train_conv"):
+        params[section].update(epochs=1, batch_size=32, validation_samples=80)
+    params["evaluate"]["batch_size"] = 50
+    params["baselines"]["tuning_samples"] = 20
+    params["baselines"]["grids"] = {
+        "gaussian": [0.5, 1.0],
+        "median": [3],
+        "total_variation": [0.1],
+        "non_local_means": [0.2, 0.4],
+    }
+    params["noise_sweep"].update(noise_factors=[0.25, 0.5, 1.0], batch_size=50)
+    params["figures"].update(n_digits=5, projection_samples=60)
+    return params
+
+
+# Fake credentials in the environment of every pipeline run, and in the git remote's URL.
+SECRETS = {
+    "MNIST_AE_TEST_API_TOKEN": "tok-3f9c2e71d5",
+    "MNIST_AE_TEST_DB_PASSWORD": "pw-a81b44c0e9",
+    "MNIST_AE_TEST_SIGNING_KEY": "key-77d0c3b2f1",
+}
+
+
+class Pipeline:
+    """A throw-away git + DVC copy of the repository."""
+
+    def __init__(self, root: Path, tracking_uri: str | None = None) -> None:
+        self.root = root
+        # None: the pipeline's default store, mlflow.db at the repository root.
+        self.tracking_uri = tracking_uri
+        venv_bin = str(Path(sys.executable).parent)
+        self.env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}"}
+        for variable in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME", "DVC_STAGE"):
+            self.env.pop(variable, None)
+        if tracking_uri:
+            self.env["MLFLOW_TRACKING_URI"] = tracking_uri
+        self.env.update(SECRETS)  # must never reach MLflow (test_pipeline.py checks)
+
+    def run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            command, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=900
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"{command} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def repro(
+        self, *arguments: str, check: bool = True
+    ) -> tuple[list[str], subprocess.CompletedProcess]:
+        result = self.run("dvc", "repro", *arguments, check=check)
+        return re.findall(r"Running stage '(\w+)'", result.stdout), result
+
+    def edit_params(self, section: str, key: str, value: object) -> None:
+        path = self.root / "params.yaml"
+        params = yaml.safe_load(path.read_text())
+        params[section][key] = value
+        path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def digests(self) -> dict[str, str]:
+        return {
+            name: hashlib.sha256((self.root / name).read_bytes()).hexdigest() for name in OUTPUTS
+        }
+
+    def client(self) -> MlflowClient:
+        return MlflowClient(self.tracking_uri or f"sqlite:///{self.root / 'mlflow.db'}")
+
+    def clone(self, destination: Path) -> Pipeline:
+        """An independent copy (git, DVC cache, outputs) with an empty MLflow store of its own
+        (the default one, whatever this copy logs to)."""
+        ignore = shutil.ignore_patterns("mlflow.db*", "mlruns", ".checkpoints")
+        shutil.copytree(self.root, destination, symlinks=True, ignore=ignore)
+        return Pipeline(destination)
+
+    def runs(self) -> list:
+        client = self.client()
+        experiment = client.get_experiment_by_name("mnist-autoencoders")
+        return client.search_runs(
+            [experiment.experiment_id], order_by=["attributes.start_time ASC"]
+        )
+
+
+def build(root: Path, tracking_uri: str | None = None) -> Pipeline:
+    """Copy the tracked files to `root`, shrink params.yaml, commit, and run `dvc repro`."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split("\0")
+    for name in filter(None, tracked):
+        if (REPO / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    params_path = root / "params.yaml"
+    params_path.write_text(
+        yaml.safe_dump(shrink(yaml.safe_load(params_path.read_text())), sort_keys=False)
+    )
+    pipe = Pipeline(root, tracking_uri)
+    pipe.run("git", "init", "-q")
+    token = SECRETS["MNIST_AE_TEST_API_TOKEN"]
+    pipe.run("git", "remote", "add", "origin", f"https://ci:{token}@git.invalid/mnist-ae.git")
+    pipe.run("git", "add", "-A")
+    pipe.run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "shrunk copy")
+    ran, _ = pipe.repro()
+    assert ran == STAGES, ran
+    return pipe
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(directory: Path) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 (SQLite backend, artifacts under `directory`);
+    yields its URI and stops it afterwards."""
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    log = open(directory / "server.log", "wb")  # noqa: SIM115 (closed below)
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{directory / 'server.db'}",
+            "--artifacts-destination",
+            str(directory / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        cwd=directory,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server did not start: {directory / 'server.log'}")
+            time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+        log.close()

@@ -1,0 +1,217 @@
+"""Faults end to end, on copies of the shrunk repository: a training stage killed mid-epoch
+(SIGTERM, SIGKILL, Ctrl-C) and resumed by the next `dvc repro`; corrupt inputs between stages;
+an unreachable tracking server. Real subprocesses, real signals."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from mnist_ae import io, paths
+from pipeline_repo import OUTPUTS, Pipeline
+
+pytestmark = pytest.mark.e2e
+
+CHECKPOINT = ".checkpoints/train_conv.npz"
+
+
+@pytest.fixture(scope="module")
+def long_conv(pristine: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    """A copy whose conv denoiser trains long enough (~0.2 s an epoch) to be killed mid-run.
+    Each test sets its own epoch count, so `dvc repro` sees changed params and runs."""
+    pipe = pristine.clone(tmp_path_factory.mktemp("faults") / "repo")
+    pipe.edit_params("train_conv", "early_stopping_patience", None)
+    return pipe
+
+
+def _checkpointed_epochs(path: Path) -> int:
+    with np.load(path) as archive:
+        return len(json.loads(archive["meta"].tobytes())["history"]["val_loss"])
+
+
+def _interrupt_training(pipe: Pipeline, sig: signal.Signals, epochs: int) -> tuple[int, str]:
+    """Start `dvc repro train_conv`, wait for the first checkpoint, signal the stage process
+    (for SIGINT: the whole process group, as Ctrl-C in a terminal does). Returns the number of
+    epochs checkpointed and dvc's stderr."""
+    pipe.edit_params("train_conv", "epochs", epochs)
+    checkpoint = pipe.root / CHECKPOINT
+    checkpoint.unlink(missing_ok=True)
+    process = subprocess.Popen(
+        ["dvc", "repro", "train_conv"],
+        cwd=pipe.root,
+        env=pipe.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 180
+    while not checkpoint.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no checkpoint within 180 s"
+        time.sleep(0.02)
+    if sig == signal.SIGINT:
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        stage = [
+            child
+            for child in psutil.Process(process.pid).children(recursive=True)
+            if "stages/train_conv.py" in " ".join(child.cmdline())
+        ]
+        assert len(stage) == 1, stage
+        stage[0].send_signal(sig)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0
+    return _checkpointed_epochs(checkpoint), stderr
+
+
+def _resume(pipe: Pipeline, done: int, epochs: int) -> None:
+    ran, result = pipe.repro("train_conv")
+    assert ran == ["train_conv"]
+    assert f"resuming from checkpoint {CHECKPOINT} after epoch {done} of {epochs}" in result.stderr
+    assert not (pipe.root / CHECKPOINT).exists()
+    history = io.read_history_csv(pipe.root / paths.CONV_HISTORY)
+    assert len(history["val_loss"]) == epochs
+    io.load_model(pipe.root / paths.CONV_DENOISER)  # a valid model
+    run = pipe.runs()[-1]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["conv.resumed_after_epoch"] == str(done)
+    steps = [m.step for m in pipe.client().get_metric_history(run.info.run_id, "conv.val_loss")]
+    assert sorted(steps) == list(range(1, epochs + 1))
+
+
+@pytest.mark.parametrize(("sig", "epochs"), [(signal.SIGTERM, 40), (signal.SIGINT, 41)])
+def test_sigterm_and_ctrl_c_print_one_line_and_the_next_repro_resumes(
+    long_conv: Pipeline, sig: signal.Signals, epochs: int
+) -> None:
+    done, stderr = _interrupt_training(long_conv, sig, epochs)
+    assert 1 <= done < epochs
+    assert "Traceback" not in stderr
+    expected = {
+        signal.SIGTERM: "train_conv: terminated by SIGTERM; run it again to resume",
+        signal.SIGINT: "train_conv: interrupted by Ctrl-C; run it again to resume",
+    }[sig]
+    stage_lines = [line for line in stderr.splitlines() if line.startswith("train_conv:")]
+    assert stage_lines == [expected], stderr
+    _resume(long_conv, done, epochs)
+
+
+def test_sigkill_then_repro_resumes_to_the_same_model_as_an_uninterrupted_run(
+    long_conv: Pipeline,
+) -> None:
+    epochs = 42
+    done, _ = _interrupt_training(long_conv, signal.SIGKILL, epochs)
+    assert 1 <= done < epochs
+    _resume(long_conv, done, epochs)
+    resumed = (long_conv.root / paths.CONV_DENOISER).read_bytes()
+    ran, _ = long_conv.repro("--force", "--single-item", "train_conv")
+    assert ran == ["train_conv"]
+    assert (long_conv.root / paths.CONV_DENOISER).read_bytes() == resumed
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {name: hashlib.sha256((root / name).read_bytes()).hexdigest() for name in OUTPUTS}
+
+
+def _run_stage(pipe: Pipeline, stage: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, f"stages/{stage}.py"],
+        cwd=pipe.root,
+        env={**pipe.env, "PYTHONPATH": "src", **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _wrong_dtype(path: Path) -> None:
+    with np.load(path) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    arrays["x_train"] = arrays["x_train"].astype(np.float64)
+    io.save_arrays(path, arrays)
+
+
+def _wrong_shape(path: Path) -> None:
+    with np.load(path) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    arrays["x_train_noisy"] = arrays["x_train_noisy"][:, :27]
+    io.save_arrays(path, arrays)
+
+
+def _not_a_zip(path: Path) -> None:
+    path.write_text("not a keras archive")
+
+
+@pytest.mark.parametrize(
+    ("stage", "damaged", "damage", "message"),
+    [
+        ("train_conv", paths.NOISY, _truncate, "data/noisy.npz: unreadable or truncated .npz"),
+        ("train_dense", paths.MNIST, _wrong_dtype, "array 'x_train' should be uint8"),
+        ("train_conv", paths.NOISY, _wrong_shape, "array 'x_train_noisy' should be float32"),
+        ("evaluate", paths.CONV_DENOISER, _not_a_zip, "models/conv_denoiser.keras"),
+    ],
+)
+def test_corrupt_input_fails_in_one_line_and_touches_no_output(
+    pristine: Pipeline, tmp_path: Path, stage: str, damaged: str, damage, message: str
+) -> None:
+    pipe = pristine.clone(tmp_path / "repo")
+    damage(pipe.root / damaged)
+    before = _digests(pipe.root)
+    result = _run_stage(pipe, stage)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"{stage}: error: "), result.stderr
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr
+    assert _digests(pipe.root) == before
+
+
+def test_unreachable_tracking_server_fails_fast_before_training(
+    pristine: Pipeline, tmp_path: Path
+) -> None:
+    pipe = pristine.clone(tmp_path / "repo")
+    before = _digests(pipe.root)
+    with socket_closed_port() as port:
+        started = time.monotonic()
+        result = _run_stage(pipe, "train_conv", MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}")
+        elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [
+        f"train_conv: error: MLflow tracking server http://127.0.0.1:{port} is unreachable "
+        "([Errno 111] Connection refused); start it or unset MLFLOW_TRACKING_URI "
+        "(set MNIST_AE_DEBUG=1 for a traceback)"
+    ]
+    assert "Epoch 1/" not in result.stdout  # no training started
+    assert not (pipe.root / CHECKPOINT).exists()
+    assert _digests(pipe.root) == before
+    # Importing TensorFlow dominates; MLflow's own retries would take minutes.
+    assert elapsed < 60
+
+
+class socket_closed_port:  # noqa: N801 (used as a context manager)
+    """A local TCP port that nothing listens on, for as long as the block runs."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        return self.socket.getsockname()[1]
+
+    def __exit__(self, *exc: object) -> None:
+        self.socket.close()

@@ -1,0 +1,116 @@
+"""Experiments in parallel: three `dvc exp run --queue` experiments run by two queue workers
+(`dvc queue start -j 2`) log to the SAME MLflow store as a plain `dvc repro` in the workspace,
+each exactly once, with its own params and metrics, and without "database is locked"."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from mnist_ae import paths
+from mnist_ae.config import flatten
+from pipeline_repo import Pipeline
+
+pytestmark = pytest.mark.e2e
+
+# Cheap variations: each re-runs only the stages downstream of the changed key.
+EXPERIMENTS = {
+    "enc-16": ["train_dense.encoding_dim=16"],
+    "sweep-2": ["noise_sweep.noise_factors=[0.3,0.9]"],
+    "tune-10": ["baselines.tuning_samples=10"],
+}
+
+
+def _stop_workers(pipe: Pipeline) -> None:
+    pipe.run("dvc", "queue", "stop", "--kill", check=False)
+    for process in psutil.process_iter(["cmdline", "cwd"]):
+        try:
+            if process.info["cwd"] and Path(process.info["cwd"]) == pipe.root:
+                process.kill()
+        except psutil.Error:
+            pass
+
+
+@pytest.fixture(scope="module")
+def swept(pristine: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    pipe = pristine.clone(tmp_path_factory.mktemp("queue") / "repo")
+    # Queued experiments start from the last commit: commit dvc.lock so that unchanged stages
+    # are checked out from the cache rather than re-run.
+    pipe.run("git", "add", "-A")
+    pipe.run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results")
+    ran, _ = pipe.repro("--force", "--single-item", "report")  # a plain workspace run
+    assert ran == ["report"]
+    for name, settings in EXPERIMENTS.items():
+        arguments = [argument for setting in settings for argument in ("-S", setting)]
+        pipe.run("dvc", "exp", "run", "--queue", "-n", name, *arguments)
+    try:
+        pipe.run("dvc", "queue", "start", "-j", "2")
+        deadline = time.monotonic() + 900
+        while True:
+            status = pipe.run("dvc", "queue", "status").stdout
+            if not any(word in status for word in ("Queued", "Running")):
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(2)
+    finally:
+        _stop_workers(pipe)
+    return pipe
+
+
+def test_every_queued_experiment_succeeds_without_lock_errors(swept: Pipeline) -> None:
+    status = swept.run("dvc", "queue", "status").stdout
+    for name in EXPERIMENTS:
+        line = next(line for line in status.splitlines() if f" {name} " in f" {line} ")
+        assert "Success" in line, status
+        logs = swept.run("dvc", "queue", "logs", name).stdout
+        assert "database is locked" not in logs
+
+
+def test_dvc_exp_show_lists_each_experiments_params_and_metrics(swept: Pipeline) -> None:
+    shown = json.loads(swept.run("dvc", "exp", "show", "--json").stdout)
+    experiments = {
+        experiment["name"]: experiment["revs"][0]["data"]
+        for baseline in shown
+        for experiment in baseline.get("experiments") or []
+        if experiment.get("name") in EXPERIMENTS
+    }
+    assert set(experiments) == set(EXPERIMENTS)
+    encoding = experiments["enc-16"]["params"]["params.yaml"]["data"]["train_dense"]
+    assert encoding["encoding_dim"] == 16
+    for data in experiments.values():
+        evaluation = data["metrics"][paths.EVALUATION]["data"]
+        assert 0 < evaluation["reconstruction"]["dense_autoencoder"]["bce"] < 1
+
+
+def test_each_experiment_is_logged_once_in_the_workspace_store(swept: Pipeline) -> None:
+    runs = swept.runs()  # the workspace's mlflow.db
+    assert len(runs) == 1 + len(EXPERIMENTS)
+    by_experiment = {run.data.tags.get("dvc.experiment"): run for run in runs}
+    assert set(by_experiment) == {None, *EXPERIMENTS}
+    shown = json.loads(swept.run("dvc", "exp", "show", "--json").stdout)
+    metrics = {
+        experiment["name"]: experiment["revs"][0]["data"]["metrics"][paths.EVALUATION]["data"]
+        for baseline in shown
+        for experiment in baseline.get("experiments") or []
+        if experiment.get("name") in EXPERIMENTS
+    }
+    for name, settings in EXPERIMENTS.items():
+        run = by_experiment[name]
+        assert run.info.status == "FINISHED" and run.info.run_name == name
+        for setting in settings:
+            key, value = setting.split("=", 1)
+            assert run.data.params[key].replace(" ", "") == value
+        for key, value in flatten(metrics[name]).items():
+            if not isinstance(value, str):
+                assert run.data.metrics[key] == pytest.approx(value), (name, key)
+    # Different params really gave different results, each logged in its own run.
+    dense = {name: by_experiment[name].data.metrics for name in EXPERIMENTS}
+    key = "reconstruction.dense_autoencoder.bce"
+    assert dense["enc-16"][key] != dense["sweep-2"][key]
+    # Nothing was written to a store inside the temporary copies the queue ran in.
+    assert not list((swept.root / ".dvc").rglob("mlflow.db"))
+    assert not list((swept.root / ".dvc").rglob("mlruns"))

@@ -1,0 +1,66 @@
+"""Tracking helpers that need no server: secrets filtering, URIs, the fail-fast check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mnist_ae import tracking
+
+
+def test_secrets_are_dropped_by_name_and_by_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SERVICE_API_TOKEN", "tok-1234567")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "abcdEFGH")
+    monkeypatch.setenv("DB_PASSWORD", "hunter22")
+    monkeypatch.setenv("SHORT_TOKEN", "x")  # too short to be matched inside other values
+    logged = tracking.without_secrets(
+        {
+            "train_dense.epochs": "50",
+            "remote": "https://ci:tok-1234567@example.invalid/repo.git",
+            "note": "uses abcdEFGH",
+            "password_hint": "hunter22",
+            "db.password": "anything",
+            "api_key": "anything",
+            "experiment": "x-large",
+        }
+    )
+    assert logged == {"train_dense.epochs": "50", "experiment": "x-large"}
+
+
+def test_default_store_is_beside_the_repository_and_waits_for_locks(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # queued experiments: the parent repository
+    uri = tracking.tracking_uri()
+    assert uri == f"sqlite:///{tmp_path}/mlflow.db?timeout={tracking.SQLITE_LOCK_TIMEOUT}"
+    assert tracking.sqlite_database(uri) == tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking.tracking_uri() == "http://127.0.0.1:5000"
+
+
+def test_display_uri_hides_credentials() -> None:
+    shown = tracking.display_uri("https://user:s3cret@mlflow.example.invalid:8443/base?token=t")
+    assert shown == "https://mlflow.example.invalid:8443/base"
+
+
+def test_sqlite_store_in_a_missing_directory_fails_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(tracking.TrackingUnavailableError, match="does not exist"):
+        tracking.check_reachable(f"sqlite:///{tmp_path}/missing/mlflow.db")
+    tracking.check_reachable(f"sqlite:///{tmp_path}/mlflow.db")  # fine: the directory exists
+
+
+def test_unreachable_server_fails_within_the_timeout() -> None:
+    import socket
+    import time
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: connection refused at once
+        port = closed.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(tracking.TrackingUnavailableError) as error:
+            tracking.check_reachable(f"http://u:p@127.0.0.1:{port}")
+    assert time.monotonic() - started < tracking.PREFLIGHT_TIMEOUT + 1
+    assert str(error.value).startswith(f"MLflow tracking server http://127.0.0.1:{port} is ")
+    assert "u:p" not in str(error.value)
