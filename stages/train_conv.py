@@ -8,6 +8,7 @@ from mnist_ae.config import Params
 def main(params: Params) -> None:
     """Train on (noisy, clean) training pairs and save the model and its history."""
     settings = params.train_conv
+    checkpoint = training.CHECKPOINT_DIR / "train_conv.npz"
     with tracking.pipeline_run("train_conv", params):
         training.make_deterministic(params.seed)
         clean = training.channel_images(data.to_unit_float(io.load_mnist(paths.MNIST)["x_train"]))
@@ -21,9 +22,9 @@ def main(params: Params) -> None:
             clean,
             **settings.model_dump(exclude={"filters"}),
             seed=params.seed,
-            checkpoint=training.CHECKPOINT_DIR / "train_conv.npz",
-            resume_key=training.fingerprint(
-                params.seed, settings.model_dump(), files=[paths.MNIST, paths.NOISY]
+            checkpoint=checkpoint,
+            resume_key=training.resume_key(
+                params.seed, settings.model_dump(), [paths.MNIST, paths.NOISY]
             ),
             callbacks=[tracking.epoch_logger("conv")],
         )
@@ -34,6 +35,7 @@ def main(params: Params) -> None:
         io.write_json(paths.CONV_SUMMARY, summary)
         tracking.log_metrics(summary, "conv.")
         tracking.log_keras_model(denoiser, "conv_denoiser", noisy[:8])
+        training.remove_checkpoint(checkpoint)  # last: every output is written
 
 
 if __name__ == "__main__":

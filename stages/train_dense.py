@@ -8,6 +8,7 @@ from mnist_ae.config import Params
 def main(params: Params) -> None:
     """Train on clean training images (input = target) and save the three models."""
     settings = params.train_dense
+    checkpoint = training.CHECKPOINT_DIR / "train_dense.npz"
     with tracking.pipeline_run("train_dense", params):
         training.make_deterministic(params.seed)
         images = training.flat_images(data.to_unit_float(io.load_mnist(paths.MNIST)["x_train"]))
@@ -18,10 +19,8 @@ def main(params: Params) -> None:
             images,
             **settings.model_dump(exclude={"encoding_dim"}),
             seed=params.seed,
-            checkpoint=training.CHECKPOINT_DIR / "train_dense.npz",
-            resume_key=training.fingerprint(
-                params.seed, settings.model_dump(), files=[paths.MNIST]
-            ),
+            checkpoint=checkpoint,
+            resume_key=training.resume_key(params.seed, settings.model_dump(), [paths.MNIST]),
             callbacks=[tracking.epoch_logger("dense")],
         )
         io.save_model(autoencoder, paths.DENSE_AUTOENCODER)
@@ -36,6 +35,7 @@ def main(params: Params) -> None:
         tracking.log_keras_model(autoencoder, "dense_autoencoder", sample)
         tracking.log_keras_model(encoder, "dense_encoder", sample)
         tracking.log_keras_model(decoder, "dense_decoder", encoder.predict(sample, verbose=0))
+        training.remove_checkpoint(checkpoint)  # last: every output is written
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ def test_secrets_are_dropped_by_name_and_by_value(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("SERVICE_API_TOKEN", "tok-1234567")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "abcdEFGH")
     monkeypatch.setenv("DB_PASSWORD", "hunter22")
-    monkeypatch.setenv("SHORT_TOKEN", "x")  # too short to be matched inside other values
+    monkeypatch.setenv("SHORT_TOKEN", "None")  # too short to be matched inside other values
     logged = tracking.without_secrets(
         {
             "train_dense.epochs": "50",
@@ -23,9 +23,14 @@ def test_secrets_are_dropped_by_name_and_by_value(monkeypatch: pytest.MonkeyPatc
             "db.password": "anything",
             "api_key": "anything",
             "experiment": "x-large",
+            "prepare.idx_dir": "None",
         }
     )
-    assert logged == {"train_dense.epochs": "50", "experiment": "x-large"}
+    assert logged == {
+        "train_dense.epochs": "50",
+        "experiment": "x-large",
+        "prepare.idx_dir": "None",
+    }
 
 
 def test_default_store_is_beside_the_repository_and_waits_for_locks(
@@ -40,9 +45,13 @@ def test_default_store_is_beside_the_repository_and_waits_for_locks(
     assert tracking.tracking_uri() == "http://127.0.0.1:5000"
 
 
-def test_display_uri_hides_credentials() -> None:
+def test_display_uri_hides_credentials_and_keeps_the_rest() -> None:
     shown = tracking.display_uri("https://user:s3cret@mlflow.example.invalid:8443/base?token=t")
     assert shown == "https://mlflow.example.invalid:8443/base"
+    assert tracking.display_uri("sqlite:////work/x/mlflow.db?timeout=60") == (
+        "sqlite:////work/x/mlflow.db"
+    )
+    assert tracking.display_uri("http://u:p@[::1]:5000") == "http://[::1]:5000"
 
 
 def test_sqlite_store_in_a_missing_directory_fails_in_one_line(tmp_path: Path) -> None:
@@ -62,5 +71,32 @@ def test_unreachable_server_fails_within_the_timeout() -> None:
         with pytest.raises(tracking.TrackingUnavailableError) as error:
             tracking.check_reachable(f"http://u:p@127.0.0.1:{port}")
     assert time.monotonic() - started < tracking.PREFLIGHT_TIMEOUT + 1
-    assert str(error.value).startswith(f"MLflow tracking server http://127.0.0.1:{port} is ")
+    assert str(error.value).startswith(
+        f"MLflow tracking server http://127.0.0.1:{port} is unreachable ([Errno 111] Connection "
+        "refused)"
+    )
     assert "u:p" not in str(error.value)
+
+
+def test_new_store_is_created_once_by_concurrent_stages(tmp_path: Path) -> None:
+    """Queue workers may start on a store that does not exist yet: creating its tables and the
+    experiment must not race (without the lock, some of these processes fail)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, sys; from mlflow.tracking import MlflowClient; import mlflow\n"
+        "from mnist_ae import tracking\n"
+        "uri = tracking.tracking_uri(); mlflow.set_tracking_uri(uri)\n"
+        "with tracking._store_lock(uri):\n"
+        "    client = MlflowClient()\n"
+        "    print(tracking._experiment_id(client, 'race'))\n"
+    )
+    env = {"DVC_ROOT": str(tmp_path), "PATH": "/usr/bin:/bin", "PYTHONPATH": "src"}
+    workers = [
+        subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    ids = {worker.communicate(timeout=120)[0].strip() for worker in workers}
+    assert [worker.returncode for worker in workers] == [0] * 4
+    assert len(ids) == 1 and "" not in ids

@@ -9,7 +9,9 @@ import pytest
 from mnist_ae import models, training
 
 
-def _fit_once(epochs: int = 2, patience: int | None = None) -> tuple[list, training.FitResult]:
+def _fit_once(
+    epochs: int = 2, patience: int | None = None, **speed: object
+) -> tuple[list, training.FitResult]:
     training.make_deterministic(11)
     images = np.random.default_rng(0).random((96, 784), dtype=np.float32)
     autoencoder, _, _ = models.build_dense_autoencoder(8)
@@ -23,13 +25,19 @@ def _fit_once(epochs: int = 2, patience: int | None = None) -> tuple[list, train
         batch_size=16,
         validation_samples=32,
         early_stopping_patience=patience,
+        **speed,
     )
     return autoencoder.get_weights(), result
 
 
-def test_same_seed_gives_identical_weights_and_history() -> None:
-    first_weights, first = _fit_once()
-    second_weights, second = _fit_once()
+@pytest.mark.parametrize(
+    "speed",
+    [{}, {"jit_compile": True, "steps_per_execution": 3}],
+    ids=["default", "xla-and-steps-per-execution"],
+)
+def test_same_seed_gives_identical_weights_and_history(speed: dict) -> None:
+    first_weights, first = _fit_once(**speed)
+    second_weights, second = _fit_once(**speed)
     for a, b in zip(first_weights, second_weights, strict=True):
         np.testing.assert_array_equal(a, b)
     assert first.history == second.history
@@ -137,7 +145,6 @@ def test_interrupted_training_resumes_to_exactly_the_uninterrupted_weights(
     tmp_path: Path,
 ) -> None:
     expected_weights, expected = _resumable_fit(tmp_path / "straight.npz")
-    assert not (tmp_path / "straight.npz").exists()  # removed once training ended
 
     checkpoint = tmp_path / "resumed.npz"
     with pytest.raises(KeyboardInterrupt):
@@ -148,7 +155,31 @@ def test_interrupted_training_resumes_to_exactly_the_uninterrupted_weights(
     assert result.history == expected.history and result.epochs_run == 4
     for got, want in zip(weights, expected_weights, strict=True):
         np.testing.assert_array_equal(got, want)
+    # Kept until the stage has written its outputs: a kill while saving them loses nothing.
+    _, again = _resumable_fit(checkpoint)
+    assert again.resumed_epochs == 4 and again.history == expected.history
+    training.remove_checkpoint(checkpoint)
     assert not checkpoint.exists()
+
+
+def test_batch_order_is_a_function_of_seed_and_epoch_only() -> None:
+    import tensorflow as tf
+
+    images = np.arange(10, dtype=np.float32).reshape(10, 1)
+    epoch = tf.Variable(0, dtype=tf.int64)
+    batches = training.training_batches(images, images, 4, seed=7, epoch=epoch)
+
+    def order() -> list[float]:
+        return [float(v) for inputs, _ in batches for v in inputs.numpy().ravel()]
+
+    first = order()
+    assert sorted(first) == list(range(10))  # every sample once, in batches of 4, 4, 2
+    assert [len(b[0]) for b in batches] == [4, 4, 2]
+    epoch.assign(1)
+    second = order()
+    assert second != first and sorted(second) == sorted(first)
+    epoch.assign(0)
+    assert order() == first  # epoch 0 again, as after a restart
 
 
 def test_checkpoint_of_other_params_or_unreadable_is_not_resumed(tmp_path: Path) -> None:
@@ -158,6 +189,7 @@ def test_checkpoint_of_other_params_or_unreadable_is_not_resumed(tmp_path: Path)
     _, result = _resumable_fit(checkpoint, key="new-params")
     assert result.resumed_epochs == 0 and result.epochs_run == 4
 
+    training.remove_checkpoint(checkpoint)
     checkpoint.write_bytes(b"PK\x03\x04 truncated")
     _, result = _resumable_fit(checkpoint)
     assert result.resumed_epochs == 0 and result.epochs_run == 4
@@ -175,3 +207,21 @@ def test_early_stopping_state_survives_a_restart(tmp_path: Path) -> None:
     assert result.history == expected.history and result.best_epoch == expected.best_epoch
     for got, want in zip(weights, expected_weights, strict=True):  # the best epoch's weights
         np.testing.assert_array_equal(got, want)
+
+
+def test_diverged_training_fails_instead_of_saving_a_model(tmp_path: Path) -> None:
+    images = np.full((48, 784), np.nan, dtype=np.float32)  # NaN loss from the first step
+    autoencoder, _, _ = models.build_dense_autoencoder(4)
+    with pytest.raises(ValueError, match="training diverged: val_loss is nan at epoch 1"):
+        training.fit(
+            autoencoder,
+            images,
+            images,
+            optimizer="adam",
+            learning_rate=0.01,
+            epochs=3,
+            batch_size=16,
+            validation_samples=16,
+            checkpoint=tmp_path / "ckpt.npz",
+        )
+    assert not (tmp_path / "ckpt.npz").exists()  # a diverged epoch is never checkpointed

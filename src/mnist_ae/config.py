@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 
 class ParamsError(ValueError):
@@ -55,6 +63,16 @@ class NoiseParams(_Section):
     noise_factor: float = Field(ge=0.0, le=10.0)
 
 
+def _jit_compile_value(value: Any) -> bool | str:
+    # One validator, so a bad value gives one error naming the key (a union would give two).
+    if isinstance(value, bool) or value == "auto":
+        return value
+    raise ValueError("must be true, false or 'auto'")
+
+
+JitCompile = Annotated[bool | str, PlainValidator(_jit_compile_value)]
+
+
 class _TrainingParams(_Section):
     """What every training stage takes: the arguments of mnist_ae.training.fit."""
 
@@ -67,6 +85,11 @@ class _TrainingParams(_Section):
     # Stop after this many epochs without val_loss improvement and keep the best weights;
     # None trains for exactly `epochs`.
     early_stopping_patience: PositiveInt | None = None
+    # Speed only (the same seed still gives the same bits run after run): training steps per
+    # call into TensorFlow, and XLA compilation (True, False, or "auto" = Keras' choice: XLA on
+    # a GPU, not on a CPU).
+    steps_per_execution: int = Field(ge=1, le=100_000)
+    jit_compile: JitCompile
 
 
 class TrainDenseParams(_TrainingParams):

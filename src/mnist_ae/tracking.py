@@ -13,6 +13,7 @@ Nothing here writes to a DVC output: run ids and timestamps live only in MLflow.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import logging
@@ -70,13 +71,18 @@ def tracking_uri() -> str:
     return f"sqlite:///{repository_root() / 'mlflow.db'}?timeout={SQLITE_LOCK_TIMEOUT}"
 
 
-def display_uri(uri: str) -> str:
-    """The URI without credentials or query, safe to print."""
+_USERINFO = re.compile(r"^([a-zA-Z][\w+.-]*://)[^/@]*@")
+
+
+def _without_credentials(uri: str) -> tuple[str, str | None, str | None]:
+    """(the URI minus user:password@, the user, the password)."""
     parts = urllib.parse.urlsplit(uri)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+    return _USERINFO.sub(r"\1", uri), parts.username, parts.password
+
+
+def display_uri(uri: str) -> str:
+    """The URI without credentials, query or fragment, safe to print."""
+    return re.split(r"[?#]", _without_credentials(uri)[0], maxsplit=1)[0]
 
 
 def sqlite_database(uri: str) -> Path | None:
@@ -94,9 +100,13 @@ def check_reachable(uri: str, timeout: float = PREFLIGHT_TIMEOUT) -> None:
     """
     scheme = urllib.parse.urlsplit(uri).scheme
     if scheme in ("http", "https"):
-        url = uri.split("?")[0].rstrip("/") + "/health"
+        bare, user, password = _without_credentials(uri)
+        request = urllib.request.Request(bare.split("?")[0].rstrip("/") + "/health")
+        if user is not None:
+            token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
         try:
-            with urllib.request.urlopen(url, timeout=timeout):
+            with urllib.request.urlopen(request, timeout=timeout):
                 pass
         except urllib.error.HTTPError:
             return  # it answered: a server without /health is still a server
@@ -132,13 +142,20 @@ def without_secrets(values: Mapping[str, str]) -> dict[str, str]:
     """Drop entries whose name looks like a secret or whose value holds a secret from the
     environment (any *_TOKEN, *_KEY, *_PASSWORD, *_SECRET variable), before they are logged."""
     secrets = [
-        value for name, value in os.environ.items() if _SECRET_NAME.search(name) and len(value) >= 4
+        value
+        for name, value in os.environ.items()
+        # Shorter values ("None", "true") would match innocent params by accident.
+        if _SECRET_NAME.search(name) and len(value) >= 8
     ]
-    return {
+    kept = {
         key: value
         for key, value in values.items()
         if not _SECRET_NAME.search(key) and not any(secret in value for secret in secrets)
     }
+    if len(kept) < len(values):
+        dropped = sorted(set(values) - set(kept))
+        log.warning("not logged, they look like or contain secrets: %s", ", ".join(dropped))
+    return kept
 
 
 def _dvc_ancestor() -> psutil.Process | None:
@@ -209,8 +226,8 @@ def pipeline_run(stage: str, params: Params) -> Iterator[MlflowClient]:
     uri = tracking_uri()
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient()
-    with _store_lock(uri):
+    with _store_lock(uri):  # the client creates a new store's tables: one process at a time
+        client = MlflowClient()
         experiment_id = _experiment_id(client, params.tracking.experiment_name)
     tags = without_secrets(_run_tags())
     existing = client.search_runs(

@@ -24,6 +24,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_config
 
 from mnist_ae import io
 from mnist_ae.models import make_optimizer
@@ -82,13 +83,26 @@ def split_validation(
 
 
 def fingerprint(*parts: Any, files: Iterable[Path | str] = ()) -> str:
-    """A digest of JSON-able values and file contents: what a checkpoint must match to resume."""
+    """A digest of JSON-able values and file contents."""
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
     for path in files:
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def resume_key(seed: int, settings: Any, data_files: Iterable[Path | str]) -> str:
+    """What a checkpoint must match to be resumed: seed, the stage's params, its input data,
+    the model and training code, and the Keras/TensorFlow versions."""
+    code = [Path(__file__).with_name(name) for name in ("models.py", "training.py")]
+    versions = (keras.__version__, tf.__version__)
+    return fingerprint(seed, settings, versions, files=[*data_files, *code])
+
+
+def remove_checkpoint(path: Path | str) -> None:
+    """Delete a stage's checkpoint once its outputs are all written (then nothing is lost)."""
+    Path(path).unlink(missing_ok=True)
 
 
 def training_batches(
@@ -169,6 +183,9 @@ class _Checkpointer(keras.callbacks.Callback):
         for name in ("loss", "val_loss"):
             state.history[name].append(float(logs[name]))
         val_loss = state.history["val_loss"][-1]
+        if not math.isfinite(val_loss):
+            self.model.stop_training = True  # fit() raises: a diverged model is no result
+            return
         if val_loss < state.best_val_loss:
             state.best_val_loss, state.best_epoch = val_loss, epoch + 1
             if self.patience is not None:
@@ -217,7 +234,8 @@ def _restore_checkpoint(path: Path, key: str, model: keras.Model) -> _TrainingSt
 
     model.optimizer.build(model.trainable_variables)
     weights, slots = numbered("weight_"), numbered("optimizer_")
-    if len(weights) != len(model.weights) or len(slots) != len(model.optimizer.variables):
+    expected = [tuple(v.shape) for v in [*model.weights, *model.optimizer.variables]]
+    if len(weights) != len(model.weights) or [a.shape for a in weights + slots] != expected:
         log.warning("ignoring checkpoint %s: it does not match this model", path)
         return None
     model.set_weights(weights)
@@ -230,6 +248,34 @@ def _restore_checkpoint(path: Path, key: str, model: keras.Model) -> _TrainingSt
         best_weights=numbered("best_") if meta["has_best_weights"] else None,
     )
     return state
+
+
+def _compile(
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    steps_per_execution: int,
+    jit_compile: bool | str,
+) -> None:
+    """model.compile with binary cross-entropy, allowing XLA under op determinism.
+
+    Keras turns `jit_compile=True` off whenever TF op determinism is on, because some ops have
+    no deterministic XLA kernel. Our layers (Dense, Conv2D, pooling, upsampling) do: with
+    XLA, training gives the same bits run after run (tested). So determinism is lifted for
+    the compile call only; it is back on before the step function is traced and run.
+    """
+    lift = jit_compile is True and tf_config.is_op_determinism_enabled()
+    if lift:
+        tf_config.disable_op_determinism()
+    try:
+        model.compile(
+            optimizer=optimizer,
+            loss="binary_crossentropy",
+            steps_per_execution=steps_per_execution,
+            jit_compile=jit_compile,
+        )
+    finally:
+        if lift:
+            tf_config.enable_op_determinism()
 
 
 def fit(
@@ -254,7 +300,8 @@ def fit(
 
     The test set is never used here: it is kept for the evaluate stage, so early stopping
     cannot select on it. With `checkpoint`, progress is saved after every epoch and a matching
-    checkpoint (same `resume_key`) is resumed from; the file is removed once training ends.
+    checkpoint (same `resume_key`) is resumed from. The caller removes it (remove_checkpoint)
+    once its outputs are written, so a kill while saving them does not lose the training.
     """
     (fit_inputs, fit_targets), (val_inputs, val_targets) = split_validation(
         inputs, targets, validation_samples
@@ -264,12 +311,7 @@ def fit(
             f"batch_size {batch_size} is larger than the {len(fit_inputs)} training samples "
             "left after the validation split"
         )
-    model.compile(
-        optimizer=make_optimizer(optimizer, learning_rate),
-        loss="binary_crossentropy",
-        steps_per_execution=steps_per_execution,
-        jit_compile=jit_compile,
-    )
+    _compile(model, make_optimizer(optimizer, learning_rate), steps_per_execution, jit_compile)
     checkpoint_path = Path(checkpoint) if checkpoint is not None else None
     state = None
     if checkpoint_path is not None:
@@ -296,11 +338,15 @@ def fit(
             callbacks=[recorder, *callbacks],
             verbose=2,
         )
+    diverged = [i for i, value in enumerate(state.history["val_loss"]) if not math.isfinite(value)]
+    if diverged:
+        raise ValueError(
+            f"training diverged: val_loss is {state.history['val_loss'][diverged[0]]} at epoch "
+            f"{diverged[0] + 1}; lower the learning rate"
+        )
     if early_stopping_patience is not None and state.best_weights is not None:
         model.set_weights(state.best_weights)
     best_epoch = state.best_epoch if early_stopping_patience is not None else state.epochs_done
-    if checkpoint_path is not None:
-        checkpoint_path.unlink(missing_ok=True)
     return FitResult(
         history=state.history,
         epochs_run=state.epochs_done,
