@@ -1,7 +1,9 @@
-"""Run `dvc repro` and report each stage's wall time (the README's measured numbers).
+"""Run `dvc repro` and report each stage's wall time and peak RSS (the README's numbers).
 
 Usage: python scripts/time_stages.py [--force] [--json out.json]
-Streams DVC's output unchanged and times each stage from its "Running stage" line to the next.
+Streams DVC's output unchanged and times each stage from its "Running stage" line to the next
+(DVC's own bookkeeping included); the peak RSS is what each stage reports when it finishes
+(`[stage] done in ... s, peak RSS ... MB`, from getrusage).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 import time
 
 STAGE_LINE = re.compile(r"^Running stage '([^']+)'")
+DONE_LINE = re.compile(r"^\[(\w+)\] done in [\d.]+ s, peak RSS (\d+) MB")
 
 
 def main() -> int:
@@ -26,6 +29,7 @@ def main() -> int:
     command = ["dvc", "repro", *(["--force"] if arguments.force else [])]
     started = time.monotonic()
     timings: dict[str, float] = {}
+    peak_rss: dict[str, int] = {}
     current, current_start = None, started
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
@@ -33,6 +37,9 @@ def main() -> int:
         assert process.stdout is not None
         for line in process.stdout:
             sys.stdout.write(line)
+            done = DONE_LINE.match(line)
+            if done:
+                peak_rss[done.group(1)] = int(done.group(2))
             match = STAGE_LINE.match(line)
             if match:
                 now = time.monotonic()
@@ -46,6 +53,7 @@ def main() -> int:
         "command": " ".join(command),
         "exit_code": process.returncode,
         "stages_seconds": {name: round(seconds, 1) for name, seconds in timings.items()},
+        "stages_peak_rss_mb": peak_rss,
         "total_seconds": round(end - started, 1),
         "machine": f"{platform.processor() or platform.machine()}, {_cpu_count()} cores",
     }

@@ -27,6 +27,15 @@ def test_pca_with_full_rank_reconstructs_exactly() -> None:
     np.testing.assert_allclose(pca.reconstruct(images), images, atol=1e-10)
 
 
+def test_pca_matches_the_svd_of_the_centred_data() -> None:
+    images = _digits(200).reshape(200, -1)
+    pca = baselines.fit_pca(images, 16)
+    centred = images.astype(np.float64) - images.mean(axis=0, dtype=np.float64)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    projector = vt[:16].T @ vt[:16]  # the same subspace, whatever the signs
+    np.testing.assert_allclose(pca.components.T @ pca.components, projector, atol=1e-8)
+
+
 def test_pca_components_are_orthonormal_and_fewer_reconstruct_worse() -> None:
     images = _digits(60).reshape(60, -1)
     full, small = baselines.fit_pca(images, 30), baselines.fit_pca(images, 2)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,14 +29,23 @@ class PcaModel:
 
 
 def fit_pca(images: np.ndarray, components: int) -> PcaModel:
-    """PCA with `components` components on flat training images, by exact SVD (float64)."""
-    flat = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
+    """PCA with `components` components on flat training images, in float64.
+
+    The principal axes are the top eigenvectors of the 784x784 scatter matrix, accumulated in
+    chunks: the same axes as an SVD of the centred data (to rounding; a test checks), without
+    holding a centred copy and an SVD workspace of 60,000 x 784 doubles (peak RSS of the
+    baselines stage: 2.45 GB with the SVD).
+    """
+    flat = np.asarray(images).reshape(len(images), -1)
     if not 1 <= components <= min(flat.shape):
         raise ValueError(f"PCA needs 1..{min(flat.shape)} components, got {components}")
-    mean = flat.mean(axis=0)
-    # Economy SVD of the centred data; rows of vt are the principal axes, largest first.
-    _, _, vt = np.linalg.svd(flat - mean, full_matrices=False)
-    return PcaModel(mean=mean, components=vt[:components])
+    mean = flat.mean(axis=0, dtype=np.float64)
+    scatter = np.zeros((flat.shape[1], flat.shape[1]))
+    for start in range(0, len(flat), 8192):
+        centred = flat[start : start + 8192].astype(np.float64) - mean
+        scatter += centred.T @ centred
+    _, vectors = np.linalg.eigh(scatter)  # eigenvalues ascending
+    return PcaModel(mean=mean, components=vectors[:, ::-1][:, :components].T.copy())
 
 
 def gaussian_filter(images: np.ndarray, sigma: float) -> np.ndarray:
@@ -47,19 +59,50 @@ def median_filter(images: np.ndarray, size: int) -> np.ndarray:
     return ndimage.median_filter(images, size=(1, size, size), mode="nearest")
 
 
-def total_variation(images: np.ndarray, weight: float) -> np.ndarray:
-    """Total-variation denoising (Chambolle) of each image."""
+def _tv_chunk(images: np.ndarray, weight: float) -> np.ndarray:
     return np.stack([denoise_tv_chambolle(image, weight=weight) for image in images])
 
 
-def non_local_means(images: np.ndarray, h: float) -> np.ndarray:
-    """Non-local means of each image (3x3 patches, search distance 5, fast mode)."""
+def _nlm_chunk(images: np.ndarray, h: float) -> np.ndarray:
     return np.stack(
         [
             denoise_nl_means(image, h=h, patch_size=3, patch_distance=5, fast_mode=True)
             for image in images
         ]
     )
+
+
+# Below this many images a process pool costs more (start-up ~1 s) than it saves.
+_PARALLEL_MIN_IMAGES = 2_000
+
+
+def _per_image(
+    function: Callable[[np.ndarray, float], np.ndarray], images: np.ndarray, strength: float
+) -> np.ndarray:
+    """Apply a per-image filter to a stack, split across the CPU cores for large stacks.
+
+    Images are independent, chunks keep their order: the result is identical to one loop.
+    Workers are forked, not spawned: a spawned worker re-imports the stage script and with it
+    TensorFlow (~6 s and ~0.5 GB each). The forked workers run only NumPy and scikit-image
+    code, never TensorFlow, so the parent's TF threads cannot deadlock them.
+    """
+    workers = min(len(os.sched_getaffinity(0)), 8)
+    if workers < 2 or len(images) < _PARALLEL_MIN_IMAGES:
+        return function(images, strength)
+    chunks = np.array_split(images, workers)
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        return np.concatenate(list(pool.map(function, chunks, [strength] * len(chunks))))
+
+
+def total_variation(images: np.ndarray, weight: float) -> np.ndarray:
+    """Total-variation denoising (Chambolle) of each image."""
+    return _per_image(_tv_chunk, images, weight)
+
+
+def non_local_means(images: np.ndarray, h: float) -> np.ndarray:
+    """Non-local means of each image (3x3 patches, search distance 5, fast mode)."""
+    return _per_image(_nlm_chunk, images, h)
 
 
 DENOISERS: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {

@@ -21,6 +21,12 @@ NOISE = (
     rb"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     rb"|[IWE]\d{4} [\d:.]+ +\d+ (port|cudart_stub|cuda_platform|cuda_executor|cuda_dnn"
     rb"|cuda_fft|cuda_blas|cpu_feature_guard)\.cc:\d+\] .*"
+    # A tf.data graph attribute this TF build does not know; harmless (TF says so itself).
+    rb"|E\d{4} [\d:.]+ +\d+ node_def_util\.cc:\d+\] NodeDef mentions attribute "
+    rb"use_unbounded_threadpool .*"
+    # oneDNN's notice that int32 ops use Eigen on CPUs without AVX-512 (ours): no action needed.
+    rb"|E\d{4} [\d:.]+ +\d+ util\.cc:\d+\] oneDNN supports DT_INT32 only on platforms "
+    rb"with AVX-512\..*"
 )
 
 _FILTER = f"""

@@ -334,6 +334,7 @@ def fit(
             training_batches(fit_inputs, fit_targets, batch_size, seed, epoch_variable),
             epochs=epochs,
             initial_epoch=resumed,
+            shuffle=False,  # the dataset shuffles, by (seed, epoch)
             validation_data=validation_batches(val_inputs, val_targets, max(batch_size, 1024)),
             callbacks=[recorder, *callbacks],
             verbose=2,

@@ -1,0 +1,17 @@
+# Targets match the README. Every target first makes .venv match requirements.lock.
+.PHONY: setup repro test bench
+
+setup:
+	bash scripts/setup-env.sh
+
+# The whole pipeline with default params (README command 1).
+repro: setup
+	. .venv/bin/activate && dvc repro
+
+# The tests (README command 2; .ci/run).
+test: setup
+	.venv/bin/python -m pytest
+
+# The benchmark: prepares the data if needed, then bench/run.py (about 25 minutes on 2 cores).
+bench: setup
+	. .venv/bin/activate && dvc repro add_noise && python bench/run.py
