@@ -10,11 +10,17 @@ from mnist_ae import models, training
 
 
 def _fit_once(
-    epochs: int = 2, patience: int | None = None, **speed: object
+    epochs: int = 2,
+    patience: int | None = None,
+    samples: int = 96,
+    encoding_dim: int = 8,
+    seed: int = 11,
+    **options: object,
 ) -> tuple[list, training.FitResult]:
-    training.make_deterministic(11)
-    images = np.random.default_rng(0).random((96, 784), dtype=np.float32)
-    autoencoder, _, _ = models.build_dense_autoencoder(8)
+    """Train a small dense AE on seeded random images; `options` go to training.fit."""
+    training.make_deterministic(seed)
+    images = np.random.default_rng(seed).random((samples, 784), dtype=np.float32)
+    autoencoder, _, _ = models.build_dense_autoencoder(encoding_dim)
     result = training.fit(
         autoencoder,
         images,
@@ -25,7 +31,7 @@ def _fit_once(
         batch_size=16,
         validation_samples=32,
         early_stopping_patience=patience,
-        **speed,
+        **options,
     )
     return autoencoder.get_weights(), result
 
@@ -120,25 +126,16 @@ def _resumable_fit(
     patience: int | None = None,
     epochs: int = 4,
 ) -> tuple[list, training.FitResult]:
-    training.make_deterministic(3)
-    images = np.random.default_rng(2).random((160, 784), dtype=np.float32)
-    autoencoder, _, _ = models.build_dense_autoencoder(16)
-    result = training.fit(
-        autoencoder,
-        images,
-        images,
-        optimizer="adam",
-        learning_rate=0.01,
-        epochs=epochs,
-        batch_size=16,
-        validation_samples=32,
-        early_stopping_patience=patience,
+    return _fit_once(
+        epochs,
+        patience,
+        samples=160,
+        encoding_dim=16,
         seed=3,
         checkpoint=checkpoint,
         resume_key=key,
         callbacks=callbacks or [],
     )
-    return autoencoder.get_weights(), result
 
 
 def test_interrupted_training_resumes_to_exactly_the_uninterrupted_weights(
