@@ -94,6 +94,9 @@ class Pipeline:
             self.env.pop(variable, None)
         if tracking_uri:
             self.env["MLFLOW_TRACKING_URI"] = tracking_uri
+        # DVC runs stage commands through $SHELL. CI sets none (DVC then uses /bin/sh, dash on
+        # Debian), a terminal usually has bash: pin the stricter one so every machine agrees.
+        self.env["SHELL"] = "/bin/sh"
         self.env.update(SECRETS)  # must never reach MLflow (test_pipeline.py checks)
 
     def run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:

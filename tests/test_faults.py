@@ -55,22 +55,28 @@ def _interrupt_training(pipe: Pipeline, sig: signal.Signals, epochs: int) -> tup
         text=True,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 180
-    while not checkpoint.exists():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "no checkpoint within 180 s"
-        time.sleep(0.02)
-    if sig == signal.SIGINT:
-        os.killpg(process.pid, signal.SIGINT)
-    else:
+    try:
+        deadline = time.monotonic() + 180
+        while not checkpoint.exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no checkpoint within 180 s"
+            time.sleep(0.02)
+        # The stage is DVC's own child: `exec` in its command leaves no shell in between.
         stage = [
             child
-            for child in psutil.Process(process.pid).children(recursive=True)
-            if "stages/train_conv.py" in " ".join(child.cmdline())
+            for child in psutil.Process(process.pid).children()
+            if "stages/train_conv.py" in child.cmdline()
         ]
-        assert len(stage) == 1, stage
-        stage[0].send_signal(sig)
-    _, stderr = process.communicate(timeout=120)
+        assert len(stage) == 1, psutil.Process(process.pid).children(recursive=True)
+        if sig == signal.SIGINT:
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            stage[0].send_signal(sig)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:  # a failed check must not leave a run behind for the next
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
     assert process.returncode != 0
     return _checkpointed_epochs(checkpoint), stderr
 

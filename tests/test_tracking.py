@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import random
+import signal
+import time
 from pathlib import Path
 
+import mlflow
 import pytest
 
-from mnist_ae import tracking
+from mnist_ae import cli, tracking
 
 
 def test_secrets_are_dropped_by_name_and_by_value(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -100,3 +105,51 @@ def test_new_store_is_created_once_by_concurrent_stages(tmp_path: Path) -> None:
     ids = {worker.communicate(timeout=120)[0].strip() for worker in workers}
     assert [worker.returncode for worker in workers] == [0] * 4
     assert len(ids) == 1 and "" not in ids
+
+
+@pytest.mark.parametrize(
+    ("sig", "expected"),
+    [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, cli.StageTerminatedError)],
+)
+def test_held_signals_act_when_the_block_ends(sig: signal.Signals, expected: type) -> None:
+    previous = signal.signal(signal.SIGTERM, cli._raise_terminated)  # as run_stage installs
+    try:
+        finished = False
+        with pytest.raises(expected), cli.held_signals():
+            os.kill(os.getpid(), sig)
+            time.sleep(0.05)  # the handler has run by now
+            finished = True
+        assert finished
+        with pytest.raises(expected), cli.held_signals():  # a second signal acts at once
+            os.kill(os.getpid(), sig)
+            os.kill(os.getpid(), sig)
+            time.sleep(0.05)
+            pytest.fail("the second signal did not interrupt the block")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_ctrl_c_while_logging_leaves_the_run_to_be_marked_failed(tmp_path: Path) -> None:
+    """Ctrl-C inside an SQLite write left the store locked for the rest of the process: marking
+    the run FAILED then failed ("database is locked") with a logged traceback. 40 interrupts at
+    seeded random moments of a logging loop; without held_signals several of them hit a write."""
+    previous_uri = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}?timeout=5")
+    experiment_id = mlflow.create_experiment("interrupts")
+    moments = random.Random(0)
+    previous = signal.signal(signal.SIGALRM, lambda *_: signal.raise_signal(signal.SIGINT))
+    try:
+        for _ in range(40):
+            run = mlflow.start_run(experiment_id=experiment_id)
+            signal.setitimer(signal.ITIMER_REAL, moments.uniform(0.001, 0.08))
+            with pytest.raises(KeyboardInterrupt):
+                for step in range(100_000):
+                    tracking.log_metrics({"loss": 1.0, "val_loss": 2.0}, step=step)
+            mlflow.end_run(status="FAILED")
+            assert mlflow.get_run(run.info.run_id).info.status == "FAILED"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        mlflow.end_run()
+        mlflow.set_tracking_uri(previous_uri)

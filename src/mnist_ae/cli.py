@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
 import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NoReturn
 
 from mnist_ae.config import Params, ParamsError, load_params
@@ -24,6 +26,40 @@ class StageTerminatedError(BaseException):
 
 def _raise_terminated(signum: int, frame: object) -> None:
     raise StageTerminatedError
+
+
+_INTERRUPTS = {signal.SIGINT: KeyboardInterrupt, signal.SIGTERM: StageTerminatedError}
+
+
+@contextlib.contextmanager
+def held_signals() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, then act on them.
+
+    For writes that must not stop halfway: an exception raised inside an SQLite transaction
+    leaves MLflow's store locked for the rest of the process, so the run could not even be
+    marked FAILED. A second signal while one is held acts at once (a hung server can still be
+    left). Usable as a decorator; a no-op outside the main thread, where signals never land.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        if pending:
+            raise _INTERRUPTS[signal.Signals(signum)]
+        pending.append(signum)
+
+    previous = {sig: signal.getsignal(sig) for sig in _INTERRUPTS}
+    for sig in _INTERRUPTS:
+        signal.signal(sig, hold)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        if pending:
+            signal.raise_signal(pending[0])  # now handled as if it had just arrived
 
 
 def run_stage(

@@ -32,6 +32,7 @@ import numpy as np
 import psutil
 from mlflow.tracking import MlflowClient
 
+from mnist_ae.cli import held_signals
 from mnist_ae.config import Params, flatten
 
 log = logging.getLogger(__name__)
@@ -236,25 +237,30 @@ def pipeline_run(stage: str, params: Params) -> Iterator[MlflowClient]:
         max_results=1,
     )
     run_name = os.environ.get("DVC_EXP_NAME") or None
-    if existing:
-        run = mlflow.start_run(run_id=existing[0].info.run_id)
-    else:
-        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name)
+    with held_signals():  # see held_signals: no write to the store may stop halfway
+        if existing:
+            run = mlflow.start_run(run_id=existing[0].info.run_id)
+        else:
+            run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name)
     try:
-        logged = run.data.params if existing else {}
-        flat = {key: str(value) for key, value in flatten(params.model_dump()).items()}
-        fresh = {key: value for key, value in without_secrets(flat).items() if key not in logged}
-        if fresh:
-            mlflow.log_params(fresh)
-        stages = [s for s in run.data.tags.get(STAGES_TAG, "").split(",") if s] if existing else []
-        mlflow.set_tags({**tags, STAGES_TAG: ",".join([*stages, stage])})
+        with held_signals():
+            logged = run.data.params if existing else {}
+            flat = {key: str(value) for key, value in flatten(params.model_dump()).items()}
+            fresh = {k: v for k, v in without_secrets(flat).items() if k not in logged}
+            if fresh:
+                mlflow.log_params(fresh)
+            stages = run.data.tags.get(STAGES_TAG, "").split(",") if existing else []
+            mlflow.set_tags({**tags, STAGES_TAG: ",".join([*filter(None, stages), stage])})
         yield client
     except BaseException:
-        mlflow.end_run(status="FAILED")
+        with held_signals():
+            mlflow.end_run(status="FAILED")
         raise
-    mlflow.end_run(status="FINISHED")
+    with held_signals():
+        mlflow.end_run(status="FINISHED")
 
 
+@held_signals()
 def log_metrics(metrics: Mapping[str, Any], prefix: str = "", step: int | None = None) -> None:
     """Log a (possibly nested) mapping of numbers as dotted metric names."""
     flat = flatten(dict(metrics), prefix)
@@ -263,6 +269,7 @@ def log_metrics(metrics: Mapping[str, Any], prefix: str = "", step: int | None =
         mlflow.log_metrics(numeric, step=step)
 
 
+@held_signals()
 def log_history(history: Mapping[str, Sequence[float]], prefix: str, first_step: int = 1) -> None:
     """Log series as `<prefix>.<name>`, one point per step (an `epoch` column is skipped).
 
@@ -280,6 +287,7 @@ def epoch_logger(prefix: str) -> Any:
     import keras
 
     class _EpochLogger(keras.callbacks.Callback):
+        @held_signals()
         def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
             values = {f"{prefix}.{key}": float(value) for key, value in (logs or {}).items()}
             mlflow.log_metrics(values, step=epoch + 1)
@@ -287,6 +295,7 @@ def epoch_logger(prefix: str) -> Any:
     return _EpochLogger()
 
 
+@held_signals()
 def log_keras_model(model: Any, name: str, sample: np.ndarray) -> None:
     """Log a Keras model in MLflow's Keras flavour, with a signature inferred from `sample`."""
     import keras
@@ -304,6 +313,7 @@ def log_keras_model(model: Any, name: str, sample: np.ndarray) -> None:
     )
 
 
+@held_signals()
 def log_artifacts(paths: Sequence[Path | str], artifact_path: str | None = None) -> None:
     """Upload files to the active run."""
     for path in paths:
@@ -338,6 +348,7 @@ def backfill(
     return filled
 
 
+@held_signals()
 def log_resumed_epochs(history: Mapping[str, Sequence[float]], resumed: int, prefix: str) -> None:
     """Log the curves of epochs restored from a checkpoint (their process died before logging
     them to this run), and tag the run so a reader knows training was resumed."""
