@@ -52,7 +52,7 @@ def test_batched_ssim_equals_scikit_image_image_by_image() -> None:
     from skimage.metrics import structural_similarity
 
     rng = np.random.default_rng(5)
-    clean = rng.random((6, 28, 28))
+    clean = rng.random((515, 28, 28))  # more than one chunk of 512
     candidate = np.clip(clean + rng.normal(0, 0.2, clean.shape), 0, 1)
     expected = np.mean(
         [structural_similarity(a, b, data_range=1.0) for a, b in zip(clean, candidate, strict=True)]

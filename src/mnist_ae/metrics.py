@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 # Keras clips predictions to [eps, 1 - eps] in binary cross-entropy; so do we, which also keeps
 # the BCE of the noisy input (exact 0s and 1s after clipping) finite.
@@ -41,33 +40,52 @@ def psnr(clean: np.ndarray, candidate: np.ndarray) -> float:
     return float(np.mean(10.0 * np.log10(1.0 / per_image_mse)))
 
 
+def _window_sums(images: np.ndarray, window: int) -> np.ndarray:
+    """Sums over every window x window square lying wholly inside each image:
+    (n, h, w) -> (n, h - window + 1, w - window + 1), by adding shifted slices (exact order of
+    a few additions, no running-sum drift)."""
+    rows = images.shape[1] - window + 1
+    cols = images.shape[2] - window + 1
+    by_rows = images[:, :rows, :].copy()
+    for shift in range(1, window):
+        by_rows += images[:, shift : shift + rows, :]
+    sums = by_rows[:, :, :cols].copy()
+    for shift in range(1, window):
+        sums += by_rows[:, :, shift : shift + cols]
+    return sums
+
+
 def ssim(clean: np.ndarray, candidate: np.ndarray) -> float:
     """Mean over images of SSIM, computed exactly as scikit-image's `structural_similarity`
-    (7x7 uniform window, sample covariance, K1 0.01, K2 0.03, data range 1) but for the whole
-    stack at once: ~100x faster than calling it image by image on 10,000 digits.
+    (7x7 uniform window, sample covariance, K1 0.01, K2 0.03, data range 1), for the whole
+    stack at once.
+
+    scikit-image filters the whole image (reflecting at the borders) and then averages only
+    pixels at least 3 from the border, whose 7x7 windows lie wholly inside the image: so only
+    those windows are computed here. Chunks of 512 images keep the temporaries in cache.
     """
-    clean = np.asarray(clean, dtype=np.float64)
-    candidate = np.asarray(candidate, dtype=np.float64)
+    clean = np.asarray(clean)
+    candidate = np.asarray(candidate)
     if clean.shape != candidate.shape:
         raise ValueError(f"shape mismatch: {clean.shape} vs {candidate.shape}")
-    x = clean.reshape(len(clean), 28, 28)
-    y = candidate.reshape(len(candidate), 28, 28)
+    x_all = clean.reshape(len(clean), 28, 28)
+    y_all = candidate.reshape(len(candidate), 28, 28)
     window = 7
-    size = (1, window, window)  # filter within each image, never across images
-
-    def local_mean(image: np.ndarray) -> np.ndarray:
-        return ndimage.uniform_filter(image, size=size, mode="reflect")
-
-    covariance_norm = window**2 / (window**2 - 1)  # sample covariance, as scikit-image
-    mean_x, mean_y = local_mean(x), local_mean(y)
-    var_x = covariance_norm * (local_mean(x * x) - mean_x * mean_x)
-    var_y = covariance_norm * (local_mean(y * y) - mean_y * mean_y)
-    cov_xy = covariance_norm * (local_mean(x * y) - mean_x * mean_y)
+    area = window**2
+    covariance_norm = area / (area - 1)  # sample covariance, as scikit-image
     c1, c2 = 0.01**2, 0.03**2  # (K * data_range)^2 with data_range 1
-    numerator = (2 * mean_x * mean_y + c1) * (2 * cov_xy + c2)
-    denominator = (mean_x**2 + mean_y**2 + c1) * (var_x + var_y + c2)
-    pad = (window - 1) // 2
-    per_image = (numerator / denominator)[:, pad:-pad, pad:-pad].mean(axis=(1, 2))
+    per_image = np.empty(len(x_all))
+    for start in range(0, len(x_all), 512):
+        x = x_all[start : start + 512].astype(np.float64)
+        y = y_all[start : start + 512].astype(np.float64)
+        mean_x = _window_sums(x, window) / area
+        mean_y = _window_sums(y, window) / area
+        var_x = covariance_norm * (_window_sums(x * x, window) / area - mean_x * mean_x)
+        var_y = covariance_norm * (_window_sums(y * y, window) / area - mean_y * mean_y)
+        cov_xy = covariance_norm * (_window_sums(x * y, window) / area - mean_x * mean_y)
+        numerator = (2 * mean_x * mean_y + c1) * (2 * cov_xy + c2)
+        denominator = (mean_x**2 + mean_y**2 + c1) * (var_x + var_y + c2)
+        per_image[start : start + len(x)] = (numerator / denominator).mean(axis=(1, 2))
     return float(per_image.mean())
 
 
