@@ -227,7 +227,8 @@ def pipeline_run(stage: str, params: Params) -> Iterator[MlflowClient]:
     uri = tracking_uri()
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
-    with _store_lock(uri):  # the client creates a new store's tables: one process at a time
+    # The client creates a new store's tables: one process at a time, and never half of them.
+    with _store_lock(uri), held_signals():
         client = MlflowClient()
         experiment_id = _experiment_id(client, params.tracking.experiment_name)
     tags = without_secrets(_run_tags())
