@@ -130,6 +130,18 @@ def test_held_signals_act_when_the_block_ends(sig: signal.Signals, expected: typ
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_held_signals_leave_an_ignored_signal_ignored() -> None:
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # e.g. a job started with `&`
+    try:
+        with cli.held_signals():
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_ctrl_c_while_logging_leaves_the_run_to_be_marked_failed(tmp_path: Path) -> None:
     """Ctrl-C inside an SQLite write left the store locked for the rest of the process: marking
     the run FAILED then failed ("database is locked") with a logged traceback. 40 interrupts at

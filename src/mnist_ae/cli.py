@@ -28,7 +28,7 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise StageTerminatedError
 
 
-_INTERRUPTS = {signal.SIGINT: KeyboardInterrupt, signal.SIGTERM: StageTerminatedError}
+_INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextlib.contextmanager
@@ -38,28 +38,36 @@ def held_signals() -> Iterator[None]:
     For writes that must not stop halfway: an exception raised inside an SQLite transaction
     leaves MLflow's store locked for the rest of the process, so the run could not even be
     marked FAILED. A second signal while one is held acts at once (a hung server can still be
-    left). Usable as a decorator; a no-op outside the main thread, where signals never land.
+    left). An ignored signal stays ignored. Usable as a decorator; a no-op outside the main
+    thread, where signals never land.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    held = {sig: signal.getsignal(sig) for sig in _INTERRUPTS}
+    held = {sig: handler for sig, handler in held.items() if handler is not signal.SIG_IGN}
     pending: list[int] = []
 
+    def restore() -> None:
+        for sig, handler in held.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
     def hold(signum: int, frame: object) -> None:
-        if pending:
-            raise _INTERRUPTS[signal.Signals(signum)]
+        if pending:  # the second one: act now, as if nothing were held
+            pending.clear()
+            restore()
+            signal.raise_signal(signum)
+            return
         pending.append(signum)
 
-    previous = {sig: signal.getsignal(sig) for sig in _INTERRUPTS}
-    for sig in _INTERRUPTS:
+    for sig in held:
         signal.signal(sig, hold)
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        restore()
         if pending:
-            signal.raise_signal(pending[0])  # now handled as if it had just arrived
+            signal.raise_signal(pending[0])  # handled now as if it had just arrived
 
 
 def run_stage(
