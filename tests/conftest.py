@@ -4,6 +4,7 @@ TensorFlow's switches are set by importing mnist_ae (see its __init__).
 """
 
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +13,16 @@ import mnist_ae  # noqa: F401  (sets TensorFlow switches before any test imports
 from pipeline_repo import Pipeline, build, mlflow_server
 
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+@pytest.fixture(autouse=True)
+def _ctrl_c_enabled() -> Iterator[None]:
+    """Tests send real Ctrl-Cs (SIGINT). A run started in the background (`cmd &`) inherits
+    SIGINT ignored, and so would every stage it starts: give each test Python's own handler,
+    so that its subprocesses start with the default one."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(scope="session")

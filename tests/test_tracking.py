@@ -120,11 +120,14 @@ def test_held_signals_act_when_the_block_ends(sig: signal.Signals, expected: typ
             time.sleep(0.05)  # the handler has run by now
             finished = True
         assert finished
-        with pytest.raises(expected), cli.held_signals():  # a second signal acts at once
+        reached = False
+        # A second signal acts at once, also inside a nested block.
+        with pytest.raises(expected), cli.held_signals(), cli.held_signals():
             os.kill(os.getpid(), sig)
             os.kill(os.getpid(), sig)
             time.sleep(0.05)
-            pytest.fail("the second signal did not interrupt the block")
+            reached = True
+        assert not reached, "the second signal did not interrupt the block"
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -163,5 +166,32 @@ def test_ctrl_c_while_logging_leaves_the_run_to_be_marked_failed(tmp_path: Path)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        mlflow.end_run()
+        mlflow.set_tracking_uri(previous_uri)
+
+
+def test_ctrl_c_while_the_run_starts_marks_it_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal held through start_run is acted on where the run is marked FAILED, and the
+    stage body never runs (it was acted on outside that, and the run stayed RUNNING)."""
+    from mnist_ae.config import load_params
+
+    previous_uri = mlflow.get_tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    start_run = mlflow.start_run
+
+    def interrupted_start_run(*args: object, **kwargs: object) -> mlflow.ActiveRun:
+        run = start_run(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return run
+
+    monkeypatch.setattr(mlflow, "start_run", interrupted_start_run)
+    try:
+        with pytest.raises(KeyboardInterrupt), tracking.pipeline_run("prepare", load_params()):
+            pytest.fail("the stage ran after Ctrl-C")
+        runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+        assert [run.info.status for run in runs] == ["FAILED"]
+    finally:
         mlflow.end_run()
         mlflow.set_tracking_uri(previous_uri)

@@ -29,6 +29,7 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 
 _INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
+_holding = False  # a held_signals block is active (nested blocks leave the holding to it)
 
 
 @contextlib.contextmanager
@@ -41,9 +42,11 @@ def held_signals() -> Iterator[None]:
     left). An ignored signal stays ignored. Usable as a decorator; a no-op outside the main
     thread, where signals never land.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    global _holding
+    if _holding or threading.current_thread() is not threading.main_thread():
+        yield  # nested: the outer block holds (and a second signal must still act at once)
         return
+    _holding = True
     held = {sig: signal.getsignal(sig) for sig in _INTERRUPTS}
     held = {sig: handler for sig, handler in held.items() if handler is not signal.SIG_IGN}
     pending: list[int] = []
@@ -65,6 +68,7 @@ def held_signals() -> Iterator[None]:
     try:
         yield
     finally:
+        _holding = False
         restore()
         if pending:
             signal.raise_signal(pending[0])  # handled now as if it had just arrived

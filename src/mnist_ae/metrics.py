@@ -56,9 +56,10 @@ def _window_sums(images: np.ndarray, window: int) -> np.ndarray:
 
 
 def ssim(clean: np.ndarray, candidate: np.ndarray) -> float:
-    """Mean over images of SSIM, computed exactly as scikit-image's `structural_similarity`
-    (7x7 uniform window, sample covariance, K1 0.01, K2 0.03, data range 1), for the whole
-    stack at once.
+    """Mean over images of SSIM, computed as scikit-image's `structural_similarity` (7x7
+    uniform window, sample covariance, K1 0.01, K2 0.03, data range 1), for the whole stack at
+    once, in float64 (equal to scikit-image for float64 input; for float32 input scikit-image
+    computes in float32 and differs by ~1e-9).
 
     scikit-image filters the whole image (reflecting at the borders) and then averages only
     pixels at least 3 from the border, whose 7x7 windows lie wholly inside the image: so only

@@ -32,7 +32,7 @@ import numpy as np
 import psutil
 from mlflow.tracking import MlflowClient
 
-from mnist_ae.cli import held_signals
+from mnist_ae.cli import StageTerminatedError, held_signals
 from mnist_ae.config import Params, flatten
 
 log = logging.getLogger(__name__)
@@ -238,13 +238,12 @@ def pipeline_run(stage: str, params: Params) -> Iterator[MlflowClient]:
         max_results=1,
     )
     run_name = os.environ.get("DVC_EXP_NAME") or None
-    with held_signals():  # see held_signals: no write to the store may stop halfway
-        if existing:
-            run = mlflow.start_run(run_id=existing[0].info.run_id)
-        else:
-            run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name)
     try:
-        with held_signals():
+        with held_signals():  # see held_signals: no write to the store may stop halfway
+            if existing:
+                run = mlflow.start_run(run_id=existing[0].info.run_id)
+            else:
+                run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name)
             logged = run.data.params if existing else {}
             flat = {key: str(value) for key, value in flatten(params.model_dump()).items()}
             fresh = {k: v for k, v in without_secrets(flat).items() if k not in logged}
@@ -254,8 +253,10 @@ def pipeline_run(stage: str, params: Params) -> Iterator[MlflowClient]:
             mlflow.set_tags({**tags, STAGES_TAG: ",".join([*filter(None, stages), stage])})
         yield client
     except BaseException:
-        with held_signals():
-            mlflow.end_run(status="FAILED")
+        # Already on the way out: an interrupt while marking the run must not replace the
+        # error being reported.
+        with contextlib.suppress(KeyboardInterrupt, StageTerminatedError), held_signals():
+            mlflow.end_run(status="FAILED")  # nothing to end if start_run itself failed
         raise
     with held_signals():
         mlflow.end_run(status="FINISHED")
