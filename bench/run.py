@@ -124,15 +124,17 @@ class _EpochClock(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def _build(kind: str, params: config.Params) -> keras.Model:
+def _build(kind: str, params: config.Params, walkthrough: bool = False) -> keras.Model:
+    """The model as its stage trains it, or (walkthrough) with the plain Keras layers."""
     if kind == "dense":
         return models.build_dense_autoencoder(params.train_dense.encoding_dim)[0]
-    return models.build_conv_denoiser(params.train_conv.filters)
+    fuse = params.train_conv.fuse_last_upsampling and not walkthrough
+    return models.build_conv_denoiser(params.train_conv.filters, fuse)
 
 
 def _settings(kind: str, params: config.Params) -> dict[str, Any]:
     section = params.train_dense if kind == "dense" else params.train_conv
-    return section.model_dump(exclude={"encoding_dim", "filters"})
+    return section.model_dump(exclude={"encoding_dim", "filters", "fuse_last_upsampling"})
 
 
 def project_fit(
@@ -153,7 +155,7 @@ def walkthrough_fit(
     """The walkthrough's recipe: compile, then fit on NumPy arrays with shuffle=True."""
     training.make_deterministic(params.seed)
     settings = _settings(kind, params)
-    model = _build(kind, params)
+    model = _build(kind, params, walkthrough=True)
     model.compile(
         optimizer=models.make_optimizer(settings["optimizer"], settings["learning_rate"]),
         loss="binary_crossentropy",
@@ -189,7 +191,8 @@ def epoch_benchmark(
     """Interleaved project vs walkthrough epoch times of one model."""
     x, y = load_pairs(kind)
     samples = len(x) - _settings(kind, params)["validation_samples"]
-    flops_per_epoch = 3 * forward_flops(_build(kind, params)) * samples  # forward + backward
+    plain = _build(kind, params, walkthrough=True)  # the FLOPs of the plain layers
+    flops_per_epoch = 3 * forward_flops(plain) * samples  # forward + backward
     times: dict[str, list[float]] = {"project": [], "walkthrough": []}
     for repeat in range(repeats):
         order = ("project", "walkthrough") if repeat % 2 == 0 else ("walkthrough", "project")

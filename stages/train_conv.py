@@ -15,12 +15,12 @@ def main(params: Params) -> None:
         noisy = training.channel_images(io.load_noisy(paths.NOISY)["x_train_noisy"])
         if len(noisy) != len(clean):
             raise ValueError(f"{paths.NOISY} and {paths.MNIST} hold different training sets")
-        denoiser = models.build_conv_denoiser(settings.filters)
+        trained = models.build_conv_denoiser(settings.filters, settings.fuse_last_upsampling)
         result = training.fit(
-            denoiser,
+            trained,
             noisy,
             clean,
-            **settings.model_dump(exclude={"filters"}),
+            **settings.model_dump(exclude={"filters", "fuse_last_upsampling"}),
             seed=params.seed,
             checkpoint=checkpoint,
             resume_key=training.resume_key(
@@ -28,6 +28,7 @@ def main(params: Params) -> None:
             ),
             callbacks=[tracking.epoch_logger("conv")],
         )
+        denoiser = models.export_conv_denoiser(trained)  # plain Keras layers, same weights
         io.save_model(denoiser, paths.CONV_DENOISER)
         tracking.log_resumed_epochs(result.history, result.resumed_epochs, "conv")
         io.write_history_csv(paths.CONV_HISTORY, result.history)

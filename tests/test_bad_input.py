@@ -65,6 +65,7 @@ BAD_VALUES: dict[str, Bad] = {
     "train_conv.early_stopping_patience": Bad("3", -1),
     "train_conv.steps_per_execution": Bad("1", 100_001),
     "train_conv.jit_compile": Bad("yes", "never"),
+    "train_conv.fuse_last_upsampling": Bad("yes", None),
     "baselines.tuning_samples": Bad(None, 60_001),
     "baselines.grids.gaussian": Bad([0.5, "wide"], [0.5, -1.0]),
     "baselines.grids.median": Bad([2.5], [1]),

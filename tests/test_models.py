@@ -40,3 +40,78 @@ def test_optimizer_by_name_with_explicit_learning_rate() -> None:
     assert float(optimizer.learning_rate) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="unknown optimizer"):
         models.make_optimizer("adamax2", 0.1)
+
+
+@pytest.mark.parametrize(
+    ("image_shape", "size", "kernel_size"),
+    [((7, 7, 5), 2, 3), ((4, 6, 1), 3, (5, 3)), ((9, 8, 4), 1, 3), ((14, 14, 32), 2, 3)],
+)
+def test_upsampled_conv_is_upsampling_then_conv_in_values_and_gradients(
+    image_shape: tuple[int, int, int], size: int, kernel_size: int | tuple[int, int]
+) -> None:
+    import keras
+    import tensorflow as tf
+
+    rng = np.random.default_rng(5)
+    images = tf.constant(rng.normal(size=(3, *image_shape)).astype(np.float32))
+    fused = models.UpsampledConv2D(1, kernel_size, size=size, padding="same")
+    upsample = keras.layers.UpSampling2D(size)
+    conv = keras.layers.Conv2D(1, kernel_size, padding="same")
+    conv.build(upsample.compute_output_shape((None, *image_shape)))
+    fused.build((None, *image_shape))
+    weights = [rng.normal(scale=0.3, size=w.shape).astype(np.float32) for w in conv.get_weights()]
+    conv.set_weights(weights)
+    fused.set_weights(weights)
+    results = []
+    for layer, forward in ((conv, lambda x: conv(upsample(x))), (fused, fused)):
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            out = forward(images)
+            loss = tf.reduce_sum(out * tf.cos(out))  # not linear: gradients depend on out
+        results.append([out, *tape.gradient(loss, [images, *layer.trainable_variables])])
+    assert results[1][0].shape == (3, image_shape[0] * size, image_shape[1] * size, 1)
+    for expected, actual in zip(results[0], results[1], strict=True):
+        assert actual.shape == expected.shape
+        scale = float(np.abs(expected).max())
+        assert scale > 0.1  # not vacuous
+        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"filters": 2}, {"padding": "valid"}, {"strides": 2}, {"kernel_size": 2}],
+)
+def test_upsampled_conv_refuses_what_it_does_not_compute(options: dict) -> None:
+    settings = {"filters": 1, "kernel_size": 3, "padding": "same", **options}
+    with pytest.raises(ValueError, match="UpsampledConv2D needs"):
+        models.UpsampledConv2D(**settings)
+
+
+def test_fused_denoiser_exports_to_plain_keras_with_the_same_function(tmp_path) -> None:
+    import keras
+
+    trained = models.build_conv_denoiser(8, fuse_last_upsampling=True)
+    assert isinstance(trained.get_layer("denoised"), models.UpsampledConv2D)
+    assert trained.count_params() == models.build_conv_denoiser(8).count_params()
+    rng = np.random.default_rng(3)
+    trained.set_weights([rng.normal(scale=0.3, size=w.shape) for w in trained.get_weights()])
+    exported = models.export_conv_denoiser(trained)
+    assert {type(layer) for layer in exported.layers} == {
+        keras.layers.InputLayer,
+        keras.layers.Conv2D,
+        keras.layers.MaxPooling2D,
+        keras.layers.UpSampling2D,
+    }
+    images = rng.random((4, 28, 28, 1), dtype=np.float32)
+    expected = trained.predict(images, verbose=0)
+    assert expected.std() > 0.01  # the weights make a non-constant image
+    np.testing.assert_allclose(exported.predict(images, verbose=0), expected, atol=1e-5)
+    # What is saved loads with Keras alone (no custom class in the archive).
+    exported.save(tmp_path / "denoiser.keras")
+    loaded = keras.saving.load_model(tmp_path / "denoiser.keras", compile=False, safe_mode=True)
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), expected, atol=1e-5)
+    # The training model round-trips too (registered layer, `size` in its config).
+    trained.save(tmp_path / "trained.keras")
+    reloaded = keras.saving.load_model(tmp_path / "trained.keras", compile=False)
+    assert reloaded.get_layer("denoised").size == 2
+    np.testing.assert_allclose(reloaded.predict(images, verbose=0), expected, atol=1e-6)

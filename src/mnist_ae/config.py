@@ -102,6 +102,10 @@ class TrainConvParams(_TrainingParams):
     """Convolutional denoising autoencoder, noisy -> clean."""
 
     filters: int = Field(ge=1, le=1024)
+    # Speed only: train the last UpSampling2D + Conv2D(1) as one layer that never builds the
+    # upsampled tensor (models.UpsampledConv2D). The same function and weights; the saved
+    # model has the plain Keras layers either way.
+    fuse_last_upsampling: bool
 
 
 class EvaluateParams(_Section):
