@@ -91,8 +91,8 @@ class UpsampledConv2D(layers.Conv2D):
 
     The same function with the same weights as those two Keras layers (up to float32
     rounding), but the upsampled tensor (batch x 28 x 28 x filters in the denoiser) is never
-    built, in either direction: the denoiser's last two layers cost ~15 % less CPU time per
-    training step this way (bench/conv_layers_ab.py). One output channel, 'same' padding,
+    built, in either direction: a denoiser training step takes ~14 % less CPU time
+    this way (bench/conv_layers_ab.py). One output channel, 'same' padding,
     stride 1, odd kernel, channels_last only; anything else is refused. The trained model is
     exported to the plain layers (export_conv_denoiser), so a saved model needs Keras alone.
     """
@@ -128,6 +128,8 @@ class UpsampledConv2D(layers.Conv2D):
         return super().compute_output_shape(self._upsampled(input_shape))
 
     def convolution_op(self, inputs: Any, kernel: Any) -> Any:
+        if None in tuple(inputs.shape[1:3]):
+            raise ValueError("UpsampledConv2D needs a fixed image height and width")
         return _upsampled_one_channel_conv(inputs, kernel, self.size)
 
     def get_config(self) -> dict[str, Any]:
