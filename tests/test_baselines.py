@@ -121,3 +121,21 @@ def test_projection_to_two_dimensions() -> None:
     assert analysis.project_2d(codes, "tsne", seed=0).shape == (50, 2)
     with pytest.raises(ValueError, match="unknown projection"):
         analysis.project_2d(codes, "umap", seed=0)
+
+
+@pytest.mark.parametrize(
+    ("function", "chunk", "strength"),
+    [
+        (baselines.median_filter, baselines._median_chunk, 3),
+        (baselines.total_variation, baselines._tv_chunk, 0.1),
+        (baselines.non_local_means, baselines._nlm_chunk, 0.2),
+    ],
+)
+def test_denoisers_split_across_cores_give_exactly_the_one_loop_result(
+    function, chunk, strength, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = np.clip(
+        _digits(12) + 0.3 * np.random.default_rng(4).standard_normal((12, 28, 28)), 0, 1
+    ).astype(np.float32)
+    monkeypatch.setattr(baselines, "_PARALLEL_MIN_IMAGES", 4)  # the process pool path
+    np.testing.assert_array_equal(function(images, strength), chunk(images, strength))

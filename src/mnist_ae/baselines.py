@@ -53,10 +53,14 @@ def gaussian_filter(images: np.ndarray, sigma: float) -> np.ndarray:
     return ndimage.gaussian_filter(images, sigma=(0, sigma, sigma), mode="nearest")
 
 
-def median_filter(images: np.ndarray, size: int) -> np.ndarray:
-    """Median filter of each image with a size x size window."""
+def _median_chunk(images: np.ndarray, size: float) -> np.ndarray:
     size = int(size)
     return ndimage.median_filter(images, size=(1, size, size), mode="nearest")
+
+
+def median_filter(images: np.ndarray, size: int) -> np.ndarray:
+    """Median filter of each image with a size x size window (no window spans two images)."""
+    return _per_image(_median_chunk, images, size)
 
 
 def _tv_chunk(images: np.ndarray, weight: float) -> np.ndarray:
