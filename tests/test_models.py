@@ -115,3 +115,28 @@ def test_fused_denoiser_exports_to_plain_keras_with_the_same_function(tmp_path) 
     reloaded = keras.saving.load_model(tmp_path / "trained.keras", compile=False)
     assert reloaded.get_layer("denoised").size == 2
     np.testing.assert_allclose(reloaded.predict(images, verbose=0), expected, atol=1e-6)
+
+
+def test_fused_and_plain_denoisers_train_to_the_same_weights_and_export_keeps_adam() -> None:
+    """The custom gradient inside a compiled (graph-mode) train step, as `fit` runs it, and the
+    export of a trained model: its compile settings and optimizer state come along."""
+    import keras
+
+    rng = np.random.default_rng(11)
+    images = rng.random((16, 28, 28, 1), dtype=np.float32)
+    plain, fused = models.build_conv_denoiser(4), models.build_conv_denoiser(4, True)
+    initial = plain.get_weights()
+    fused.set_weights(initial)
+    for model in (plain, fused):
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="binary_crossentropy")
+        for _ in range(3):
+            model.train_on_batch(images, images)
+    for expected, actual in zip(plain.get_weights(), fused.get_weights(), strict=True):
+        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(plain.get_weights()[-2], initial[-2])  # the last kernel did train
+
+    exported = models.export_conv_denoiser(fused)
+    assert exported.get_compile_config()["loss"] == "binary_crossentropy"
+    assert int(exported.optimizer.iterations) == 3
+    for target, source in zip(exported.optimizer.variables, fused.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(np.asarray(target), np.asarray(source))

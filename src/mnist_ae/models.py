@@ -72,7 +72,8 @@ def _upsampled_one_channel_conv(inputs: Any, kernel: Any, size: int) -> Any:
             )
             d_small = d_tapped
             if size > 1:  # the gradient of nearest upsampling: sum over each size x size block
-                d_small = ops.average_pool(d_tapped, size, size, "valid") * float(size * size)
+                d_small = ops.average_pool(d_tapped, size, size, "valid", "channels_last")
+                d_small = d_small * float(size * size)
             d_x = ops.matmul(d_small, ops.transpose(per_tap))
             d_per_tap = ops.matmul(
                 ops.transpose(ops.reshape(x, (-1, channels))), ops.reshape(d_small, (-1, len(taps)))
@@ -162,10 +163,21 @@ def build_conv_denoiser(filters: int = 32, fuse_last_upsampling: bool = False) -
 
 
 def export_conv_denoiser(trained: keras.Model) -> keras.Model:
-    """The plain-Keras denoiser (no UpsampledConv2D) holding `trained`'s weights: what is
-    saved, so loading it needs Keras alone, not this package."""
+    """The plain-Keras denoiser (no UpsampledConv2D) holding `trained`'s weights, layer by
+    layer name, and, if `trained` was compiled, its compile settings and optimizer state: what
+    is saved, so loading it needs Keras alone, and training can go on from it."""
     plain = build_conv_denoiser(trained.get_layer("encode_1").filters)
-    plain.set_weights(trained.get_weights())
+    for layer in plain.layers:
+        if layer.weights:
+            layer.set_weights(trained.get_layer(layer.name).get_weights())
+    compile_config = trained.get_compile_config() if trained.compiled else None
+    if compile_config:
+        plain.compile_from_config(compile_config)  # also builds the optimizer's slots
+        # Same layers in the same order, so the slots (iterations, moments) line up.
+        for target, source in zip(
+            plain.optimizer.variables, trained.optimizer.variables, strict=True
+        ):
+            target.assign(source)
     return plain
 
 
