@@ -139,7 +139,7 @@ def _build(kind: str, params: config.Params, walkthrough: bool = False) -> keras
 
 def _settings(kind: str, params: config.Params) -> dict[str, Any]:
     section = params.train_dense if kind == "dense" else params.train_conv
-    return section.model_dump(exclude={"encoding_dim", "filters", "fuse_last_upsampling"})
+    return section.fit_options()
 
 
 def project_fit(

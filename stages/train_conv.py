@@ -20,7 +20,7 @@ def main(params: Params) -> None:
             trained,
             noisy,
             clean,
-            **settings.model_dump(exclude={"filters", "fuse_last_upsampling"}),
+            **settings.fit_options(),
             seed=params.seed,
             checkpoint=checkpoint,
             resume_key=training.resume_key(

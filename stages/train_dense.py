@@ -17,7 +17,7 @@ def main(params: Params) -> None:
             autoencoder,
             images,
             images,
-            **settings.model_dump(exclude={"encoding_dim"}),
+            **settings.fit_options(),
             seed=params.seed,
             checkpoint=checkpoint,
             resume_key=training.resume_key(params.seed, settings.model_dump(), [paths.MNIST]),

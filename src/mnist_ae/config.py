@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -91,11 +91,20 @@ class _TrainingParams(_Section):
     steps_per_execution: int = Field(ge=1, le=100_000)
     jit_compile: JitCompile
 
+    # Keys that shape the model rather than its training (not arguments of training.fit).
+    MODEL_KEYS: ClassVar[frozenset[str]] = frozenset()
+
+    def fit_options(self) -> dict[str, Any]:
+        """This section as keyword arguments of mnist_ae.training.fit."""
+        return self.model_dump(exclude=set(self.MODEL_KEYS))
+
 
 class TrainDenseParams(_TrainingParams):
     """Dense autoencoder 784 -> encoding_dim -> 784."""
 
     encoding_dim: int = Field(ge=1, le=784)
+
+    MODEL_KEYS: ClassVar[frozenset[str]] = frozenset({"encoding_dim"})
 
 
 class TrainConvParams(_TrainingParams):
@@ -106,6 +115,8 @@ class TrainConvParams(_TrainingParams):
     # upsampled tensor (models.UpsampledConv2D). The same function and weights; the saved
     # model has the plain Keras layers either way.
     fuse_last_upsampling: bool
+
+    MODEL_KEYS: ClassVar[frozenset[str]] = frozenset({"filters", "fuse_last_upsampling"})
 
 
 class EvaluateParams(_Section):
