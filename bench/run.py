@@ -4,7 +4,8 @@ In ONE run, on full MNIST and the params in params.yaml:
 1. sgemm: the machine's float32 matrix-multiply rate through TensorFlow (the kernels training
    uses), best of several 2048x2048 and 4096x4096 products — the "peak" figures compare to.
 2. Epoch time of the dense AE and the conv denoiser, with the project's training code
-   (`mnist_ae.training.fit`) and with the walkthrough's plain
+   (the stage's own function, `mnist_ae.pipeline.train_<model>.run`, in a scratch workdir,
+   checkpoints included, MLflow not) and with the walkthrough's plain
    `model.fit(x, y, batch_size, shuffle=True)` on NumPy arrays, interleaved (A B, B A, ...) so
    drifts in the machine's speed hit both alike; each measurement is a fresh model trained for
    one warm-up epoch (tracing, allocation) plus `--epochs` timed epochs; medians of wall and
@@ -31,6 +32,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from mnist_ae import config, data, io, models, paths, training  # noqa: E402
+from mnist_ae import artifacts, config, data, models, training  # noqa: E402
+from mnist_ae.pipeline import train_conv, train_dense  # noqa: E402
 
 QUALITY = {"dense": 0.095, "conv": 0.100}  # val BCE targets of the time-to-quality runs
 
@@ -110,6 +113,9 @@ class _EpochClock(keras.callbacks.Callback):
         super().__init__()
         self.stop_at = stop_at
         self.started = time.perf_counter()
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.started = time.perf_counter()  # from the start of fit: tracing included
         self.epoch_seconds: list[float] = []
         self.epoch_cpu_seconds: list[float] = []
         self.elapsed: list[float] = []
@@ -142,15 +148,20 @@ def _settings(kind: str, params: config.Params) -> dict[str, Any]:
     return section.fit_options()
 
 
-def project_fit(
-    kind: str, params: config.Params, x: np.ndarray, y: np.ndarray, **overrides: Any
-) -> _EpochClock:
-    """The pipeline's own training code, exactly as the stage calls it (minus MLflow)."""
-    training.make_deterministic(params.seed)
-    model = _build(kind, params)
-    settings = {**_settings(kind, params), **overrides}
-    clock = _EpochClock(settings.pop("stop_at", None))
-    training.fit(model, x, y, **settings, seed=params.seed, callbacks=[clock])
+STAGES = {"dense": train_dense, "conv": train_conv}
+
+
+def project_fit(kind: str, params: config.Params, **overrides: Any) -> _EpochClock:
+    """The pipeline's own training stage, exactly as `dvc repro` runs it (minus MLflow), in a
+    scratch workdir that links the repository's data/; `overrides` change the stage's params
+    (and `stop_at`, a val BCE at which to stop)."""
+    section = "train_dense" if kind == "dense" else "train_conv"
+    clock = _EpochClock(overrides.pop("stop_at", None))
+    changed = getattr(params, section).model_copy(update=overrides)
+    params = params.model_copy(update={section: changed})
+    with tempfile.TemporaryDirectory() as scratch:
+        (Path(scratch) / "data").symlink_to(ROOT / "data")
+        STAGES[kind].run(params, Path(scratch), callbacks=[clock])
     return clock
 
 
@@ -182,12 +193,12 @@ def walkthrough_fit(
 
 def load_pairs(kind: str) -> tuple[np.ndarray, np.ndarray]:
     """Full-MNIST training inputs and targets of one model, from the pipeline's data files."""
-    clean = data.to_unit_float(io.load_mnist(ROOT / paths.MNIST)["x_train"])
+    clean = data.to_unit_float(artifacts.MNIST.read(ROOT)["x_train"])
     if kind == "dense":
-        flat = training.flat_images(clean)
+        flat = data.flat_images(clean)
         return flat, flat
-    noisy = io.load_noisy(ROOT / paths.NOISY)["x_train_noisy"]
-    return training.channel_images(noisy), training.channel_images(clean)
+    noisy = artifacts.NOISY.read(ROOT)["x_train_noisy"]
+    return data.channel_images(noisy), data.channel_images(clean)
 
 
 def epoch_benchmark(
@@ -204,7 +215,7 @@ def epoch_benchmark(
         order = ("project", "walkthrough") if repeat % 2 == 0 else ("walkthrough", "project")
         for variant in order:
             if variant == "project":
-                clock = project_fit(kind, params, x, y, epochs=1 + epochs)
+                clock = project_fit(kind, params, epochs=1 + epochs)
             else:
                 clock = walkthrough_fit(kind, params, x, y, epochs=1 + epochs)
             times[variant].extend(clock.epoch_seconds[1:])  # epoch 1 = warm-up
@@ -234,8 +245,7 @@ def epoch_benchmark(
 
 def time_to_quality(kind: str, params: config.Params) -> dict[str, Any]:
     """Seconds until the project's training first reaches the val BCE target."""
-    x, y = load_pairs(kind)
-    clock = project_fit(kind, params, x, y, stop_at=QUALITY[kind])
+    clock = project_fit(kind, params, stop_at=QUALITY[kind])
     reached = [i for i, loss in enumerate(clock.val_loss) if loss <= QUALITY[kind]]
     return {
         "target_val_bce": QUALITY[kind],
@@ -318,7 +328,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/bench.json")
     arguments = parser.parse_args()
     os.chdir(ROOT)
-    for required in (paths.MNIST, paths.NOISY):
+    for required in (artifacts.MNIST.path, artifacts.NOISY.path):
         if not Path(required).exists():
             print(f"bench: {required} is missing; run `dvc repro add_noise` first", file=sys.stderr)
             return 1

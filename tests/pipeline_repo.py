@@ -21,10 +21,12 @@ from pathlib import Path
 import yaml
 from mlflow.tracking import MlflowClient
 
-from mnist_ae import paths
+from mnist_ae import artifacts
+from mnist_ae.provenance import PROVENANCE_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = [
+    "check_params",
     "prepare",
     "add_noise",
     "train_dense",
@@ -35,25 +37,7 @@ STAGES = [
     "figures",
     "report",
 ]
-OUTPUTS = [
-    paths.MNIST,
-    paths.NOISY,
-    paths.DENSE_AUTOENCODER,
-    paths.DENSE_ENCODER,
-    paths.DENSE_DECODER,
-    paths.CONV_DENOISER,
-    paths.DENSE_HISTORY,
-    paths.CONV_HISTORY,
-    paths.DENSE_SUMMARY,
-    paths.CONV_SUMMARY,
-    paths.EVALUATION,
-    paths.PCA,
-    paths.BASELINE_TUNING,
-    paths.NOISE_SWEEP,
-    paths.REPORT_MARKDOWN,
-    paths.REPORT_HTML,
-    *paths.FIGURES.values(),
-]
+OUTPUTS = [artifact.path for artifact in artifacts.ALL]
 
 
 def shrink(params: dict) -> dict:
@@ -98,6 +82,9 @@ class Pipeline:
         # Debian), a terminal usually has bash: pin the stricter one so every machine agrees.
         self.env["SHELL"] = "/bin/sh"
         self.env.update(SECRETS)  # must never reach MLflow (test_pipeline.py checks)
+        # What each stage reads and writes, for the dvc.yaml guard (test_dvc_yaml.py).
+        self.provenance = root.parent / "provenance"
+        self.env[PROVENANCE_ENV] = str(self.provenance)
 
     def run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
         result = subprocess.run(

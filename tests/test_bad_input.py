@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mnist_ae import data, io, paths
+from mnist_ae import artifacts, data, io
 from mnist_ae.cli import DEBUG_ENV, run_stage
 from mnist_ae.config import Params, flatten
 from test_data import _tiny_arrays, _write_idx_dir
@@ -154,7 +154,7 @@ def _run_prepare(
     `params_text` None means no params file at all. Checks that the stage's existing output is
     left byte-identical and that nothing went to stdout.
     """
-    output = tmp_path / paths.MNIST
+    output = tmp_path / artifacts.MNIST.path
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_bytes(PREVIOUS_OUTPUT)
     params_path = tmp_path / "params.yaml"
@@ -391,7 +391,7 @@ def test_broken_local_mnist_fails_prepare_cleanly(
     directory = tmp_path / "mnist_idx"
     make_dir(directory)
     changes = {"prepare.source": "idx", "prepare.idx_dir": str(directory)}
-    line = _run_stage_script("prepare", tmp_path, changes, [paths.MNIST])
+    line = _run_stage_script("prepare", tmp_path, changes, [artifacts.MNIST.path])
     assert line.startswith(f"prepare: error: {directory}"), line
     assert re.search(expected, line), line
 
@@ -400,7 +400,7 @@ def test_batch_size_larger_than_the_data_fails_train_dense_cleanly(tmp_path: Pat
     # Params cannot know the data size: the stage finds out, before training or writing.
     rng = np.random.default_rng(0)
     io.save_arrays(
-        tmp_path / paths.MNIST,
+        tmp_path / artifacts.MNIST.path,
         {
             "x_train": rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
             "y_train": np.arange(20, dtype=np.uint8) % 10,
@@ -409,12 +409,12 @@ def test_batch_size_larger_than_the_data_fails_train_dense_cleanly(tmp_path: Pat
         },
     )
     outputs = [
-        paths.MNIST,
-        paths.DENSE_AUTOENCODER,
-        paths.DENSE_ENCODER,
-        paths.DENSE_DECODER,
-        paths.DENSE_HISTORY,
-        paths.DENSE_SUMMARY,
+        artifacts.MNIST.path,
+        artifacts.DENSE_AUTOENCODER.path,
+        artifacts.DENSE_ENCODER.path,
+        artifacts.DENSE_DECODER.path,
+        artifacts.DENSE_HISTORY.path,
+        artifacts.DENSE_SUMMARY.path,
     ]
     changes = {"train_dense.batch_size": 256, "train_dense.validation_samples": 5}
     line = _run_stage_script("train_dense", tmp_path, changes, outputs)

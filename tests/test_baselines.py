@@ -106,7 +106,7 @@ def test_per_digit_error_and_worst_reconstructed() -> None:
     reconstructed[1] += 0.5  # label 1: error 0.25
     reconstructed[3] += 0.1  # label 0: error 0.01, averaged with image 0 (error 0)
     labels = np.array([0, 1, 2, 0])
-    assert analysis.per_digit_error(clean, reconstructed, labels) == pytest.approx(
+    assert metrics.per_digit_error(clean, reconstructed, labels) == pytest.approx(
         {"0": 0.005, "1": 0.25, "2": 0.0}
     )
     assert analysis.worst_reconstructed(clean, reconstructed, 2).tolist() == [1, 3]

@@ -17,7 +17,7 @@ import numpy as np
 import psutil
 import pytest
 
-from mnist_ae import io, paths
+from mnist_ae import artifacts, io
 from pipeline_repo import OUTPUTS, Pipeline
 
 pytestmark = pytest.mark.e2e
@@ -27,23 +27,32 @@ CHECKPOINT = ".checkpoints/train_conv.npz"
 
 @pytest.fixture(scope="module")
 def long_conv(pristine: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
-    """A copy whose conv denoiser trains long enough (~0.2 s an epoch) to be killed mid-run.
-    Each test sets its own epoch count, so `dvc repro` sees changed params and runs."""
+    """A copy whose conv denoiser trains without early stopping, so a run of 10,000 epochs
+    cannot end before the signal lands, on any machine."""
     pipe = pristine.clone(tmp_path_factory.mktemp("faults") / "repo")
     pipe.edit_params("train_conv", "early_stopping_patience", None)
     return pipe
 
 
+# The most epochs params allow: at even 1 ms an epoch the stage would run for 10 s after the
+# checkpoint the test waits for, where signalling it takes milliseconds.
+UNENDING = 10_000
+SIGNAL_AFTER_EPOCH = 2  # the stage's own progress decides when the signal is sent
+
+
 def _checkpointed_epochs(path: Path) -> int:
-    with np.load(path) as archive:
-        return len(json.loads(archive["meta"].tobytes())["history"]["val_loss"])
+    try:
+        with np.load(path) as archive:
+            return len(json.loads(archive["meta"].tobytes())["history"]["val_loss"])
+    except FileNotFoundError:
+        return 0
 
 
-def _interrupt_training(pipe: Pipeline, sig: signal.Signals, epochs: int) -> tuple[int, str]:
-    """Start `dvc repro train_conv`, wait for the first checkpoint, signal the stage process
-    (for SIGINT: the whole process group, as Ctrl-C in a terminal does). Returns the number of
-    epochs checkpointed and dvc's stderr."""
-    pipe.edit_params("train_conv", "epochs", epochs)
+def _interrupt_training(pipe: Pipeline, sig: signal.Signals) -> tuple[int, str]:
+    """Start `dvc repro train_conv` for UNENDING epochs, wait until its checkpoint holds
+    SIGNAL_AFTER_EPOCH epochs, then signal the stage process (for SIGINT: the whole process
+    group, as Ctrl-C in a terminal does). Returns the epochs checkpointed and dvc's stderr."""
+    pipe.edit_params("train_conv", "epochs", UNENDING)
     checkpoint = pipe.root / CHECKPOINT
     checkpoint.unlink(missing_ok=True)
     process = subprocess.Popen(
@@ -56,10 +65,10 @@ def _interrupt_training(pipe: Pipeline, sig: signal.Signals, epochs: int) -> tup
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 180
-        while not checkpoint.exists():
+        deadline = time.monotonic() + 300
+        while _checkpointed_epochs(checkpoint) < SIGNAL_AFTER_EPOCH:
             assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "no checkpoint within 180 s"
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
             time.sleep(0.02)
         # The stage is DVC's own child: `exec` in its command leaves no shell in between.
         stage = [
@@ -78,30 +87,37 @@ def _interrupt_training(pipe: Pipeline, sig: signal.Signals, epochs: int) -> tup
             os.killpg(process.pid, signal.SIGKILL)
             process.communicate()
     assert process.returncode != 0
-    return _checkpointed_epochs(checkpoint), stderr
+    done = _checkpointed_epochs(checkpoint)
+    assert SIGNAL_AFTER_EPOCH <= done < UNENDING
+    return done, stderr
 
 
-def _resume(pipe: Pipeline, done: int, epochs: int) -> None:
-    ran, result = pipe.repro("train_conv")
+def _resume(pipe: Pipeline, done: int) -> int:
+    """Resume to two epochs more than were done (the checkpoint resumes to any total); return
+    the total. --force: an earlier test may have left dvc.lock with the same epoch count."""
+    epochs = done + 2
+    pipe.edit_params("train_conv", "epochs", epochs)
+    ran, result = pipe.repro("--force", "--single-item", "train_conv")
     assert ran == ["train_conv"]
-    assert f"resuming from checkpoint {CHECKPOINT} after epoch {done} of {epochs}" in result.stderr
+    resumed = f"resuming from checkpoint {pipe.root / CHECKPOINT} after epoch {done} of {epochs}"
+    assert resumed in result.stderr
     assert not (pipe.root / CHECKPOINT).exists()
-    history = io.read_history_csv(pipe.root / paths.CONV_HISTORY)
+    history = io.read_history_csv(artifacts.CONV_HISTORY.at(pipe.root))
     assert len(history["val_loss"]) == epochs
-    io.load_model(pipe.root / paths.CONV_DENOISER)  # a valid model
+    io.load_model(artifacts.CONV_DENOISER.at(pipe.root))  # a valid model
     run = pipe.runs()[-1]
     assert run.info.status == "FINISHED"
     assert run.data.tags["conv.resumed_after_epoch"] == str(done)
     steps = [m.step for m in pipe.client().get_metric_history(run.info.run_id, "conv.val_loss")]
     assert sorted(steps) == list(range(1, epochs + 1))
+    return epochs
 
 
-@pytest.mark.parametrize(("sig", "epochs"), [(signal.SIGTERM, 40), (signal.SIGINT, 41)])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_and_ctrl_c_print_one_line_and_the_next_repro_resumes(
-    long_conv: Pipeline, sig: signal.Signals, epochs: int
+    long_conv: Pipeline, sig: signal.Signals
 ) -> None:
-    done, stderr = _interrupt_training(long_conv, sig, epochs)
-    assert 1 <= done < epochs
+    done, stderr = _interrupt_training(long_conv, sig)
     assert "Traceback" not in stderr
     expected = {
         signal.SIGTERM: "train_conv: terminated by SIGTERM; run it again to resume",
@@ -109,20 +125,18 @@ def test_sigterm_and_ctrl_c_print_one_line_and_the_next_repro_resumes(
     }[sig]
     stage_lines = [line for line in stderr.splitlines() if line.startswith("train_conv:")]
     assert stage_lines == [expected], stderr
-    _resume(long_conv, done, epochs)
+    _resume(long_conv, done)
 
 
 def test_sigkill_then_repro_resumes_to_the_same_model_as_an_uninterrupted_run(
     long_conv: Pipeline,
 ) -> None:
-    epochs = 42
-    done, _ = _interrupt_training(long_conv, signal.SIGKILL, epochs)
-    assert 1 <= done < epochs
-    _resume(long_conv, done, epochs)
-    resumed = (long_conv.root / paths.CONV_DENOISER).read_bytes()
+    done, _ = _interrupt_training(long_conv, signal.SIGKILL)
+    _resume(long_conv, done)
+    resumed = artifacts.CONV_DENOISER.at(long_conv.root).read_bytes()
     ran, _ = long_conv.repro("--force", "--single-item", "train_conv")
     assert ran == ["train_conv"]
-    assert (long_conv.root / paths.CONV_DENOISER).read_bytes() == resumed
+    assert artifacts.CONV_DENOISER.at(long_conv.root).read_bytes() == resumed
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -165,10 +179,20 @@ def _not_a_zip(path: Path) -> None:
 @pytest.mark.parametrize(
     ("stage", "damaged", "damage", "message"),
     [
-        ("train_conv", paths.NOISY, _truncate, "data/noisy.npz: unreadable or truncated .npz"),
-        ("train_dense", paths.MNIST, _wrong_dtype, "array 'x_train' should be uint8"),
-        ("train_conv", paths.NOISY, _wrong_shape, "array 'x_train_noisy' should be float32"),
-        ("evaluate", paths.CONV_DENOISER, _not_a_zip, "models/conv_denoiser.keras"),
+        (
+            "train_conv",
+            artifacts.NOISY.path,
+            _truncate,
+            "data/noisy.npz: unreadable or truncated .npz",
+        ),
+        ("train_dense", artifacts.MNIST.path, _wrong_dtype, "array 'x_train' should be uint8"),
+        (
+            "train_conv",
+            artifacts.NOISY.path,
+            _wrong_shape,
+            "array 'x_train_noisy' should be float32",
+        ),
+        ("evaluate", artifacts.CONV_DENOISER.path, _not_a_zip, "models/conv_denoiser.keras"),
     ],
 )
 def test_corrupt_input_fails_in_one_line_and_touches_no_output(

@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from mnist_ae import paths
+from mnist_ae import artifacts
 from mnist_ae.config import flatten
 from pipeline_repo import OUTPUTS, SECRETS, STAGES, Pipeline
 
@@ -28,12 +27,12 @@ def pipeline(built_pipeline: Pipeline) -> Pipeline:
 def test_every_output_exists_and_metrics_are_sane(pipeline: Pipeline) -> None:
     for name in OUTPUTS:
         assert (pipeline.root / name).stat().st_size > 0, name
-    with np.load(pipeline.root / paths.MNIST) as mnist:
+    with np.load(pipeline.root / artifacts.MNIST.path) as mnist:
         assert mnist["x_train"].shape == (400, 28, 28) and mnist["x_test"].shape == (100, 28, 28)
-    with np.load(pipeline.root / paths.NOISY) as noisy:
+    with np.load(pipeline.root / artifacts.NOISY.path) as noisy:
         assert noisy["x_test_noisy"].dtype == np.float32
         assert noisy["x_test_noisy"].min() >= 0.0 and noisy["x_test_noisy"].max() <= 1.0
-    evaluation = json.loads((pipeline.root / paths.EVALUATION).read_text())
+    evaluation = json.loads((pipeline.root / artifacts.EVALUATION.path).read_text())
     denoisers = {"conv_denoiser", "noisy_input", "gaussian", "median"}
     denoisers |= {"total_variation", "non_local_means"}
     assert set(evaluation["denoising"]) == denoisers
@@ -46,24 +45,37 @@ def test_every_output_exists_and_metrics_are_sane(pipeline: Pipeline) -> None:
     best = evaluation["goals"]["best_classical"]
     assert evaluation["denoising"][best]["psnr"] > evaluation["denoising"]["noisy_input"]["psnr"]
     assert sorted(evaluation["per_digit_mse"]["pca"]) == sorted(
-        {str(label) for label in np.load(pipeline.root / paths.MNIST)["y_test"]}
+        {str(label) for label in np.load(pipeline.root / artifacts.MNIST.path)["y_test"]}
     )
     assert evaluation["test_samples"] == 100
-    sweep = (pipeline.root / paths.NOISE_SWEEP).read_text().splitlines()
+    # One headline number recomputed independently: the saved denoiser on the noisy test set,
+    # PSNR written out here (mean over images of 10 log10(1 / MSE)), not the product's.
+    import keras
+
+    denoiser = keras.saving.load_model(pipeline.root / artifacts.CONV_DENOISER.path)
+    with np.load(pipeline.root / artifacts.NOISY.path) as noisy_file:
+        noisy_test = noisy_file["x_test_noisy"]
+    with np.load(pipeline.root / artifacts.MNIST.path) as mnist_file:
+        clean_test = mnist_file["x_test"].astype(np.float64) / 255.0
+    denoised = denoiser.predict(noisy_test[..., None], batch_size=50, verbose=0)
+    errors = ((denoised[..., 0].astype(np.float64) - clean_test) ** 2).mean(axis=(1, 2))
+    psnr = float(np.mean(10 * np.log10(1 / errors)))
+    assert evaluation["denoising"]["conv_denoiser"]["psnr"] == pytest.approx(psnr, abs=1e-4)
+    sweep = (pipeline.root / artifacts.NOISE_SWEEP.path).read_text().splitlines()
     assert sweep[0].startswith("noise_factor,") and len(sweep) == 1 + 3
-    report = (pipeline.root / paths.REPORT_MARKDOWN).read_text()
-    for figure in paths.FIGURES.values():
-        assert f"(../figures/{Path(figure).name})" in report
+    report = (pipeline.root / artifacts.REPORT_MARKDOWN.path).read_text()
+    for png in artifacts.FIGURES.values():
+        assert f"(../{png.path})" in report
     assert report.count("data:image/png;base64,") == 0
-    html = (pipeline.root / paths.REPORT_HTML).read_text()
-    assert html.count("data:image/png;base64,") == len(paths.FIGURES)
-    summary = json.loads((pipeline.root / paths.DENSE_SUMMARY).read_text())
+    html = (pipeline.root / artifacts.REPORT_HTML.path).read_text()
+    assert html.count("data:image/png;base64,") == len(artifacts.FIGURES)
+    summary = json.loads((pipeline.root / artifacts.DENSE_SUMMARY.path).read_text())
     assert summary["parameters"] == 50_992 and summary["epochs_run"] == 1
     # DVC sees the metrics and plots it was told about.
     shown = json.loads(pipeline.run("dvc", "metrics", "show", "--json").stdout)
     assert json.dumps(shown).count("conv_denoiser") >= 1
-    for figure in paths.FIGURES.values():
-        assert (pipeline.root / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for png in artifacts.FIGURES.values():
+        assert png.at(pipeline.root).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_mlflow_holds_one_complete_run(pipeline: Pipeline) -> None:
@@ -73,7 +85,7 @@ def test_mlflow_holds_one_complete_run(pipeline: Pipeline) -> None:
     assert run.info.status == "FINISHED"
     params = yaml.safe_load((pipeline.root / "params.yaml").read_text())
     assert run.data.params == {key: str(value) for key, value in flatten(params).items()}
-    evaluation = json.loads((pipeline.root / paths.EVALUATION).read_text())
+    evaluation = json.loads((pipeline.root / artifacts.EVALUATION.path).read_text())
     numeric = {k: v for k, v in flatten(evaluation).items() if not isinstance(v, str)}
     assert numeric and "goals.conv_psnr_margin_db" in numeric
     for key, value in numeric.items():
@@ -82,9 +94,9 @@ def test_mlflow_holds_one_complete_run(pipeline: Pipeline) -> None:
     assert len(client.get_metric_history(run.info.run_id, "dense.val_loss")) == 1
     head = pipeline.run("git", "rev-parse", "HEAD").stdout.strip()
     assert run.data.tags["git.commit"] == head
-    assert run.data.tags["pipeline.stages_run"] == ",".join(STAGES)
-    artifacts = {item.path for item in client.list_artifacts(run.info.run_id, "figures")}
-    assert artifacts == {f"figures/{Path(name).name}" for name in paths.FIGURES.values()}
+    assert run.data.tags["pipeline.stages_run"] == ",".join(STAGES[1:])  # check_params logs nothing
+    figures = {item.path for item in client.list_artifacts(run.info.run_id, "figures")}
+    assert figures == {png.path for png in artifacts.FIGURES.values()}
     reports = {item.path for item in client.list_artifacts(run.info.run_id, "reports")}
     assert reports == {"reports/report.md", "reports/report.html"}
     logged = {
@@ -94,7 +106,11 @@ def test_mlflow_holds_one_complete_run(pipeline: Pipeline) -> None:
     }
     assert set(logged) == {"dense_autoencoder", "dense_encoder", "dense_decoder", "conv_denoiser"}
     # Nothing MLflow-specific leaks into DVC outputs.
-    for name in (paths.EVALUATION, paths.DENSE_SUMMARY, paths.CONV_SUMMARY):
+    for name in (
+        artifacts.EVALUATION.path,
+        artifacts.DENSE_SUMMARY.path,
+        artifacts.CONV_SUMMARY.path,
+    ):
         assert run.info.run_id not in (pipeline.root / name).read_text()
 
 
@@ -147,9 +163,9 @@ def test_bad_params_fail_in_one_line_and_leave_outputs_alone(pipeline: Pipeline)
     finally:
         (pipeline.root / "params.yaml").write_text(original)
     assert result.returncode != 0
-    errors = [line for line in result.stderr.splitlines() if line.startswith("train_dense:")]
+    errors = [line for line in result.stderr.splitlines() if ": invalid params: " in line]
     assert errors == [
-        "train_dense: invalid params: params.yaml: 'train_dense.epochs': "
+        "check_params: invalid params: params.yaml: 'train_dense.epochs': "
         "Input should be greater than or equal to 1 (got 0)"
     ]
     assert "Traceback" not in result.stderr
@@ -161,25 +177,42 @@ def test_changing_a_figures_param_reruns_only_figures_and_logs_a_complete_row(
 ) -> None:
     pipeline.edit_params("figures", "dpi", 60)
     ran, _ = pipeline.repro()
-    assert ran == ["figures", "report"]  # the report embeds the figures
+    assert ran == ["check_params", "figures", "report"]  # the report embeds the figures
     runs = pipeline.runs()
     assert len(runs) == 2
     first, latest = runs[0], runs[-1]
     assert latest.data.params["figures.dpi"] == "60"
     assert latest.data.tags["pipeline.stages_run"] == "figures,report"
-    evaluation = json.loads((pipeline.root / paths.EVALUATION).read_text())
-    for key, value in flatten(evaluation).items():
-        if not isinstance(value, str):
-            assert latest.data.metrics[key] == pytest.approx(first.data.metrics[key])
+    # The same row as the first run's, where every stage ran and logged its part live: the
+    # report back-filled, from the outputs, all that the skipped stages would have logged.
+    assert set(latest.data.metrics) == set(first.data.metrics)
+    for key, value in first.data.metrics.items():
+        assert latest.data.metrics[key] == pytest.approx(value), key
+    for key in (  # one per stage that logs metrics; the first two were once missed
+        "data.train_samples",
+        "baselines.non_local_means.strength",
+        "dense.parameters",
+        "conv.best_val_loss",
+        "goals.conv_psnr_margin_db",
+    ):
+        assert key in latest.data.metrics, key
+    assert latest.data.metrics["data.train_samples"] == 400
     client = pipeline.client()
     history = client.get_metric_history(latest.info.run_id, "conv.val_loss")
     assert [point.step for point in history] == [1]
     sweep = client.get_metric_history(latest.info.run_id, "sweep.conv_denoiser_psnr")
     assert [point.step for point in sweep] == [0, 1, 2]
-    for key in ("dense.parameters", "conv.best_val_loss", "non_local_means.tuned_strength"):
-        assert key in first.data.metrics, key
-    for key in ("dense.parameters", "conv.best_val_loss", "tuned_strength.non_local_means"):
-        assert latest.data.metrics[key] == pytest.approx(first.data.metrics[key]), key
+
+    def files(run_id: str) -> set[str]:
+        top = client.list_artifacts(run_id)
+        return {
+            item.path
+            for entry in top
+            for item in (client.list_artifacts(run_id, entry.path) if entry.is_dir else [entry])
+        }
+
+    assert files(latest.info.run_id) == files(first.info.run_id)
+    assert "evaluation.json" in files(first.info.run_id)
 
 
 def test_forced_repro_is_byte_identical(pipeline: Pipeline) -> None:

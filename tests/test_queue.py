@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mnist_ae import paths
+from mnist_ae import artifacts
 from mnist_ae.config import flatten
 from pipeline_repo import Pipeline
 
@@ -22,7 +22,11 @@ EXPERIMENTS = {
     "enc-16": ["train_dense.encoding_dim=16"],
     "sweep-2": ["noise_sweep.noise_factors=[0.3,0.9]"],
     "tune-10": ["baselines.tuning_samples=10"],
+    "own-code": [],  # queued with a change to the code, reverted in the workspace before it runs
 }
+# The change: the report's title. Only the report stage depends on that file.
+TITLE = "# Run report: MNIST autoencoders"
+CHANGED_TITLE = "# Run report: MNIST autoencoders, by the queued copy's own code"
 
 
 def _stop_workers(pipe: Pipeline) -> None:
@@ -44,9 +48,14 @@ def swept(pristine: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Pipel
     pipe.run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results")
     ran, _ = pipe.repro("--force", "--single-item", "report")  # a plain workspace run
     assert ran == ["report"]
+    report_code = pipe.root / "src/mnist_ae/report.py"
+    original = report_code.read_text()
     for name, settings in EXPERIMENTS.items():
         arguments = [argument for setting in settings for argument in ("-S", setting)]
+        if name == "own-code":
+            report_code.write_text(original.replace(f'"{TITLE}"', f'"{CHANGED_TITLE}"'))
         pipe.run("dvc", "exp", "run", "--queue", "-n", name, *arguments)
+        report_code.write_text(original)  # the workspace's code is the original again
     try:
         pipe.run("dvc", "queue", "start", "-j", "2")
         deadline = time.monotonic() + 900
@@ -82,7 +91,7 @@ def test_dvc_exp_show_lists_each_experiments_params_and_metrics(swept: Pipeline)
     encoding = experiments["enc-16"]["params"]["params.yaml"]["data"]["train_dense"]
     assert encoding["encoding_dim"] == 16
     for data in experiments.values():
-        evaluation = data["metrics"][paths.EVALUATION]["data"]
+        evaluation = data["metrics"][artifacts.EVALUATION.path]["data"]
         assert 0 < evaluation["reconstruction"]["dense_autoencoder"]["bce"] < 1
 
 
@@ -93,7 +102,9 @@ def test_each_experiment_is_logged_once_in_the_workspace_store(swept: Pipeline) 
     assert set(by_experiment) == {None, *EXPERIMENTS}
     shown = json.loads(swept.run("dvc", "exp", "show", "--json").stdout)
     metrics = {
-        experiment["name"]: experiment["revs"][0]["data"]["metrics"][paths.EVALUATION]["data"]
+        experiment["name"]: experiment["revs"][0]["data"]["metrics"][artifacts.EVALUATION.path][
+            "data"
+        ]
         for baseline in shown
         for experiment in baseline.get("experiments") or []
         if experiment.get("name") in EXPERIMENTS
@@ -114,3 +125,14 @@ def test_each_experiment_is_logged_once_in_the_workspace_store(swept: Pipeline) 
     # Nothing was written to a store inside the temporary copies the queue ran in.
     assert not list((swept.root / ".dvc").rglob("mlflow.db"))
     assert not list((swept.root / ".dvc").rglob("mlruns"))
+
+
+def test_a_queued_experiment_runs_its_own_copy_of_the_code(swept: Pipeline, tmp_path: Path) -> None:
+    """Stages run `PYTHONPATH=src`: the code of the experiment's temporary copy, not the
+    workspace's (nor an installed one), although the workspace changed back before it ran."""
+    assert CHANGED_TITLE not in (swept.root / "src/mnist_ae/report.py").read_text()
+    run = next(run for run in swept.runs() if run.data.tags.get("dvc.experiment") == "own-code")
+    assert run.data.tags["pipeline.stages_run"] == "report"  # only the changed code re-ran
+    report = swept.client().download_artifacts(run.info.run_id, "reports/report.md", tmp_path)
+    assert Path(report).read_text().startswith(CHANGED_TITLE + "\n")
+    assert (swept.root / artifacts.REPORT_MARKDOWN.path).read_text().startswith(TITLE + "\n")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import re
 from pathlib import Path
 
-from mnist_ae import paths, report
-from mnist_ae.config import load_params
+from mnist_ae import report
+from mnist_ae.config import load_params, lookup
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,34 +34,29 @@ def _evaluation() -> dict:
     }
 
 
-def _figures(tmp_path: Path) -> dict[str, str]:
-    figures = {}
-    for index, name in enumerate(paths.FIGURES):
-        path = tmp_path / Path(paths.FIGURES[name]).name
-        path.write_bytes(b"\x89PNG fake " + bytes([index]))
-        figures[name] = str(path)
-    return figures
-
-
-def test_markdown_links_every_figure_and_reports_goals(tmp_path: Path) -> None:
+def _values() -> dict[str, object]:
     params = load_params(REPO / "params.yaml")
-    text = report.markdown_report(params, _evaluation(), paths.FIGURES, "../figures")
+    return {key: lookup(params, key) for key in report.KEY_PARAMS}
+
+
+def test_markdown_links_every_figure_and_reports_goals() -> None:
+    links = {"noisy_digits": "../figures/noisy_digits.png", "latent_space": "../x/latent.png"}
+    text = report.markdown_report(_values(), _evaluation(), links)
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert linked == [f"../figures/{Path(path).name}" for path in paths.FIGURES.values()]
+    assert linked == ["../figures/noisy_digits.png", "../x/latent.png"]
+    assert "| `train_dense.encoding_dim` | 32 |" in text
     assert "0.530 (goal ≤ 0.6: met)" in text
     assert "5.10 dB (goal ≥ 6 dB: NOT met)" in text
     for method in ("dense_autoencoder", "pca", "conv_denoiser", "noisy_input", "gaussian"):
         assert f"| {method} |" in text
 
 
-def test_html_embeds_every_figure_and_needs_no_other_file(tmp_path: Path) -> None:
-    params = load_params(REPO / "params.yaml")
-    figures = _figures(tmp_path)
-    page = report.html_report(params, _evaluation(), figures)
+def test_html_embeds_every_figure_and_needs_no_other_file() -> None:
+    figures = {"noisy_digits": b"\x89PNG fake \x00", "latent_space": b"\x89PNG fake \x01"}
+    page = report.html_report(_values(), _evaluation(), figures)
     embedded = re.findall(r"src='data:image/png;base64,([^']+)'", page)
-    assert embedded == [
-        base64.b64encode(Path(path).read_bytes()).decode() for path in figures.values()
-    ]
+    assert embedded == ["iVBORyBmYWtlIAA=", "iVBORyBmYWtlIAE="]  # base64 of the bytes above
+    assert "<td><code>noise.noise_factor</code></td><td>0.5</td>" in page
     assert "src='http" not in page and "href=" not in page
 
 

@@ -222,3 +222,30 @@ def test_diverged_training_fails_instead_of_saving_a_model(tmp_path: Path) -> No
             checkpoint=tmp_path / "ckpt.npz",
         )
     assert not (tmp_path / "ckpt.npz").exists()  # a diverged epoch is never checkpointed
+
+
+def test_a_run_stopped_early_resumes_to_a_new_total_of_epochs(tmp_path: Path) -> None:
+    """Interrupted at epoch 2 of 10, resumed with 4: exactly the weights of a 4-epoch run."""
+    expected_weights, expected = _resumable_fit(tmp_path / "straight.npz", epochs=4)
+    checkpoint = tmp_path / "resumed.npz"
+    with pytest.raises(KeyboardInterrupt):
+        _resumable_fit(checkpoint, callbacks=[_Interrupt(epoch=2)], epochs=10)
+    weights, result = _resumable_fit(checkpoint, epochs=4)
+    assert result.resumed_epochs == 2 and result.history == expected.history
+    for got, want in zip(weights, expected_weights, strict=True):
+        np.testing.assert_array_equal(got, want)
+    # The checkpoint now holds 4 epochs: a 3-epoch run cannot rewind it and starts over.
+    _, shorter = _resumable_fit(checkpoint, epochs=3)
+    assert shorter.resumed_epochs == 0 and shorter.epochs_run == 3
+
+
+def test_resume_key_ignores_only_the_number_of_epochs(tmp_path: Path) -> None:
+    data = tmp_path / "data.npz"
+    data.write_bytes(b"data")
+    settings = {"epochs": 10, "batch_size": 32, "learning_rate": 0.001}
+    key = training.resume_key(1, settings, [data])
+    assert training.resume_key(1, {**settings, "epochs": 99}, [data]) == key
+    assert training.resume_key(1, {**settings, "batch_size": 64}, [data]) != key
+    assert training.resume_key(2, settings, [data]) != key
+    data.write_bytes(b"other data")
+    assert training.resume_key(1, settings, [data]) != key

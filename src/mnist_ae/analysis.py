@@ -1,4 +1,4 @@
-"""Beyond headline metrics: a noise sweep, the latent space, per-digit errors."""
+"""Beyond headline metrics: a noise sweep, the worst reconstructions, the latent space."""
 
 from __future__ import annotations
 
@@ -46,16 +46,6 @@ def noise_sweep(
             }
         )
     return rows
-
-
-def per_digit_error(
-    clean: np.ndarray, reconstructed: np.ndarray, labels: np.ndarray
-) -> dict[str, float]:
-    """Mean per-pixel squared reconstruction error for each digit label present."""
-    errors = np.mean(
-        (clean.reshape(len(clean), -1) - reconstructed.reshape(len(clean), -1)) ** 2, axis=1
-    )
-    return {str(digit): float(errors[labels == digit].mean()) for digit in np.unique(labels)}
 
 
 def worst_reconstructed(clean: np.ndarray, reconstructed: np.ndarray, count: int) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -16,6 +17,8 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+
+from mnist_ae import provenance
 
 
 class ParamsError(ValueError):
@@ -188,12 +191,24 @@ def _describe(error: dict[str, Any]) -> str:
         what = "section" if len(error["loc"]) == 1 and error["loc"][0] != "seed" else "key"
         return f"missing {what} '{location}'"
     if kind == "extra_forbidden":
-        return f"unknown key '{location}'"
+        guess = difflib.get_close_matches(str(error["loc"][-1]), _known_keys(error["loc"][:-1]), 1)
+        return f"unknown key '{location}'" + (f" (did you mean '{guess[0]}'?)" if guess else "")
     message = error["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     where = f"'{location}'" if location else "top level"
     return f"{where}: {message} (got {error['input']!r})"
+
+
+def _known_keys(location: tuple[Any, ...]) -> list[str]:
+    """The keys params.yaml may have at a location (a section's keys; [] if not a section)."""
+    model: Any = Params
+    for part in location:
+        field = model.model_fields.get(str(part))
+        model = field.annotation if field is not None else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+    return list(model.model_fields)
 
 
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
@@ -205,7 +220,8 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        errors = exc.errors()
+        # An unknown key first: after a typo ('noise_facter') it says more than the missing one.
+        errors = sorted(exc.errors(), key=lambda error: error["type"] != "extra_forbidden")
         first = _describe(errors[0])
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ParamsError(f"{source}: {first}{more}") from None
@@ -249,3 +265,39 @@ def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[dotted] = value
     return flat
+
+
+class RecordedParams:
+    """A read-only view of validated params that records every key read (mnist_ae.provenance).
+
+    A field that is a section gives another view; any other field gives its value and records
+    its dotted key. Anything else (`model_dump()`, `fit_options()`) reads the whole section,
+    and records it so. Stages get this view, so the dvc.yaml guard knows what each one read.
+    """
+
+    def __init__(self, model: BaseModel, prefix: str = "") -> None:
+        object.__setattr__(self, "_model", model)
+        object.__setattr__(self, "_prefix", prefix)
+
+    def __getattr__(self, name: str) -> Any:
+        model: BaseModel = object.__getattribute__(self, "_model")
+        prefix: str = object.__getattribute__(self, "_prefix")
+        value = getattr(model, name)
+        if name not in type(model).model_fields:
+            provenance.params_read(prefix.removesuffix(".") or "*")
+            return value
+        if isinstance(value, BaseModel):
+            return RecordedParams(value, f"{prefix}{name}.")
+        provenance.params_read(f"{prefix}{name}")
+        return value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("params are read-only")
+
+
+def lookup(params: Params | RecordedParams, dotted: str) -> Any:
+    """The value of a dotted key, read one level at a time (so a view records just that key)."""
+    value: Any = params
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value

@@ -262,3 +262,13 @@ def load(source: str, idx_dir: str | None = None) -> Mnist:
 def to_unit_float(images: np.ndarray) -> np.ndarray:
     """uint8 pixels -> float32 in [0, 1] (x / 255, as in the walkthrough)."""
     return images.astype(np.float32) / 255.0
+
+
+def flat_images(images: np.ndarray) -> np.ndarray:
+    """(N, 28, 28) floats -> (N, 784), the dense autoencoder's input."""
+    return images.reshape(len(images), -1)
+
+
+def channel_images(images: np.ndarray) -> np.ndarray:
+    """(N, 28, 28) floats -> (N, 28, 28, 1), the conv denoiser's input."""
+    return images.reshape(len(images), 28, 28, 1)

@@ -7,10 +7,15 @@ from typing import Any
 
 import numpy as np
 
-from mnist_ae.analysis import per_digit_error
 from mnist_ae.baselines import PcaModel, denoise
-from mnist_ae.metrics import binary_crossentropy, image_quality, mean_squared_error, psnr
-from mnist_ae.training import channel_images, flat_images
+from mnist_ae.data import channel_images, flat_images
+from mnist_ae.metrics import (
+    binary_crossentropy,
+    image_quality,
+    mean_squared_error,
+    per_digit_error,
+    psnr,
+)
 
 
 def reconstruction_quality(clean: np.ndarray, reconstructed: np.ndarray) -> dict[str, float]:

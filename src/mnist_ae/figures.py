@@ -159,7 +159,7 @@ class FigureInputs:
 def pipeline_figures(
     inputs: FigureInputs, n_digits: int, projection: str, projection_samples: int, seed: int
 ) -> dict[str, Figure]:
-    """All the pipeline's figures, by name (the keys of mnist_ae.paths.FIGURES)."""
+    """All the pipeline's figures, by name (the keys of mnist_ae.artifacts.FIGURES)."""
     clean, noisy = inputs.clean, inputs.noisy
     shown_clean, shown_noisy = clean[:n_digits], noisy[:n_digits]
     reconstructed = inputs.dense_autoencoder.predict(

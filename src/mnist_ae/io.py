@@ -183,34 +183,6 @@ def load_arrays(
     return arrays
 
 
-def load_mnist(path: Path | str) -> dict[str, np.ndarray]:
-    """Load the prepare stage's uint8 MNIST arrays, checking dtypes, shapes and counts."""
-    arrays = load_arrays(
-        path,
-        {
-            "x_train": (np.uint8, (None, 28, 28)),
-            "y_train": (np.uint8, (None,)),
-            "x_test": (np.uint8, (None, 28, 28)),
-            "y_test": (np.uint8, (None,)),
-        },
-    )
-    for split in ("train", "test"):
-        if len(arrays[f"x_{split}"]) != len(arrays[f"y_{split}"]):
-            raise CorruptInputError(f"{path}: {split} images and labels differ in number")
-    return arrays
-
-
-def load_noisy(path: Path | str) -> dict[str, np.ndarray]:
-    """Load the add_noise stage's float32 noisy images, checking dtypes and shapes."""
-    return load_arrays(
-        path,
-        {
-            "x_train_noisy": (np.float32, (None, 28, 28)),
-            "x_test_noisy": (np.float32, (None, 28, 28)),
-        },
-    )
-
-
 def _renumber_shared_objects(node: Any, numbering: dict[int, int]) -> Any:
     """Replace Keras' `shared_object_id` values (Python id()s, i.e. memory addresses) by
     1, 2, 3... in order of first appearance; equal ids stay equal, so sharing is preserved."""

@@ -98,3 +98,13 @@ def image_quality(clean: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
         "psnr": psnr(clean, candidate),
         "ssim": ssim(clean, candidate),
     }
+
+
+def per_digit_error(
+    clean: np.ndarray, reconstructed: np.ndarray, labels: np.ndarray
+) -> dict[str, float]:
+    """Mean per-pixel squared reconstruction error for each digit label present."""
+    errors = np.mean(
+        (clean.reshape(len(clean), -1) - reconstructed.reshape(len(clean), -1)) ** 2, axis=1
+    )
+    return {str(digit): float(errors[labels == digit].mean()) for digit in np.unique(labels)}

@@ -5,10 +5,7 @@ from __future__ import annotations
 import base64
 import html
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
-
-from mnist_ae.config import Params
 
 # Which params a reader needs to interpret the numbers.
 KEY_PARAMS = [
@@ -85,35 +82,29 @@ def _goals(evaluation: Mapping[str, Any]) -> list[str]:
 
 
 def markdown_report(
-    params: Params,
-    evaluation: Mapping[str, Any],
-    figures: Mapping[str, str],
-    figure_dir: str,
+    values: Mapping[str, Any], evaluation: Mapping[str, Any], figures: Mapping[str, str]
 ) -> str:
-    """The report as Markdown; figures are linked relative to the report's directory."""
-    flat = params.model_dump()
+    """The report as Markdown. `values` holds KEY_PARAMS' values; `figures` maps each figure's
+    name to its link, relative to the report's directory."""
     lines = ["# Run report: MNIST autoencoders", "", "## Params", ""]
     lines += ["| param | value |", "|---|---|"]
-    lines += [f"| `{key}` | {_lookup(flat, key)} |" for key in KEY_PARAMS]
+    lines += [f"| `{key}` | {values[key]} |" for key in KEY_PARAMS]
     lines += ["", "## Goals", ""] + [f"- {goal}" for goal in _goals(evaluation)]
     for title, header, rows in _tables(evaluation):
         lines += ["", f"## {title}", "", "| " + " | ".join(header) + " |"]
         lines += ["|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines += ["", "## Figures", ""]
-    for name, path in figures.items():
-        lines += [
-            f"### {name.replace('_', ' ')}",
-            "",
-            f"![{name}]({figure_dir}/{Path(path).name})",
-            "",
-        ]
+    for name, link in figures.items():
+        lines += [f"### {name.replace('_', ' ')}", "", f"![{name}]({link})", ""]
     return "\n".join(lines) + "\n"
 
 
-def html_report(params: Params, evaluation: Mapping[str, Any], figures: Mapping[str, str]) -> str:
-    """The report as one HTML file with every figure embedded (opens offline, no assets)."""
-    flat = params.model_dump()
+def html_report(
+    values: Mapping[str, Any], evaluation: Mapping[str, Any], figures: Mapping[str, bytes]
+) -> str:
+    """The report as one HTML file with every figure (PNG bytes by name) embedded: it opens
+    offline, with no other file."""
     escape = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -126,7 +117,7 @@ def html_report(params: Params, evaluation: Mapping[str, Any], figures: Mapping[
         "<tr><th>param</th><th>value</th></tr>",
     ]
     parts += [
-        f"<tr><td><code>{escape(key)}</code></td><td>{escape(str(_lookup(flat, key)))}</td></tr>"
+        f"<tr><td><code>{escape(key)}</code></td><td>{escape(str(values[key]))}</td></tr>"
         for key in KEY_PARAMS
     ]
     parts += ["</table><h2>Goals</h2><ul>"]
@@ -140,18 +131,11 @@ def html_report(params: Params, evaluation: Mapping[str, Any], figures: Mapping[
             parts += ["<tr>", *[f"<td>{escape(cell)}</td>" for cell in row], "</tr>"]
         parts += ["</table>"]
     parts += ["<h2>Figures</h2>"]
-    for name, path in figures.items():
-        encoded = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    for name, png in figures.items():
+        encoded = base64.b64encode(png).decode("ascii")
         parts += [
             f"<h3>{escape(name.replace('_', ' '))}</h3>",
             f"<img alt='{escape(name)}' src='data:image/png;base64,{encoded}'>",
         ]
     parts += ["</body></html>"]
     return "\n".join(parts) + "\n"
-
-
-def _lookup(flat: Mapping[str, Any], dotted: str) -> Any:
-    value: Any = flat
-    for part in dotted.split("."):
-        value = value[part]
-    return value

@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,9 +92,16 @@ def fingerprint(*parts: Any, files: Iterable[Path | str] = ()) -> str:
     return digest.hexdigest()
 
 
-def resume_key(seed: int, settings: Any, data_files: Iterable[Path | str]) -> str:
-    """What a checkpoint must match to be resumed: seed, the stage's params, its input data,
-    the model and training code, and the Keras/TensorFlow versions."""
+def resume_key(seed: int, settings: Mapping[str, Any], data_files: Iterable[Path | str]) -> str:
+    """What a checkpoint must match to be resumed: seed, the stage's params but `epochs`, its
+    input data, the model and training code, and the Keras/TensorFlow versions.
+
+    Not `epochs`: the batch order of an epoch depends only on (seed, epoch), so the first k
+    epochs are the same whatever the total, and a run stopped at epoch k resumes to any
+    total >= k (fit() starts over for a smaller one), ending with the bits of a run that was
+    never stopped. Stop a 100-epoch run at epoch 30, decide 50 are enough, resume.
+    """
+    settings = {key: value for key, value in settings.items() if key != "epochs"}
     code = [Path(__file__).with_name(name) for name in ("models.py", "training.py")]
     versions = (keras.__version__, tf.__version__)
     return fingerprint(seed, settings, versions, files=[*data_files, *code])
@@ -214,8 +221,11 @@ def _save_checkpoint(path: Path, key: str, model: keras.Model, state: _TrainingS
     io.save_arrays(path, arrays)  # one atomic file: never half old, half new
 
 
-def _restore_checkpoint(path: Path, key: str, model: keras.Model) -> _TrainingState | None:
-    """Load a checkpoint into `model` (built and compiled); None if absent or not for this run."""
+def _restore_checkpoint(
+    path: Path, key: str, model: keras.Model, epochs: int
+) -> _TrainingState | None:
+    """Load a checkpoint into `model` (built and compiled); None if absent, not for this run,
+    or holding more than `epochs` epochs (a run cannot be rewound)."""
     if not path.exists():
         return None
     try:
@@ -227,6 +237,10 @@ def _restore_checkpoint(path: Path, key: str, model: keras.Model) -> _TrainingSt
         return None
     if meta.get("format") != _CHECKPOINT_FORMAT or meta.get("key") != key:
         log.info("ignoring checkpoint %s: it belongs to other params or inputs", path)
+        return None
+    done = len(meta["history"]["val_loss"])
+    if done > epochs:
+        log.info("ignoring checkpoint %s: it holds %d epochs, more than %d", path, done, epochs)
         return None
 
     def numbered(prefix: str) -> list[np.ndarray]:
@@ -315,7 +329,7 @@ def fit(
     checkpoint_path = Path(checkpoint) if checkpoint is not None else None
     state = None
     if checkpoint_path is not None:
-        state = _restore_checkpoint(checkpoint_path, resume_key, model)
+        state = _restore_checkpoint(checkpoint_path, resume_key, model, epochs)
     state = state or _TrainingState()
     resumed = state.epochs_done
     stopped_early = (
@@ -355,13 +369,3 @@ def fit(
         best_val_loss=state.history["val_loss"][best_epoch - 1],
         resumed_epochs=resumed,
     )
-
-
-def flat_images(images: np.ndarray) -> np.ndarray:
-    """(N, 28, 28) floats -> (N, 784), the dense autoencoder's input."""
-    return images.reshape(len(images), -1)
-
-
-def channel_images(images: np.ndarray) -> np.ndarray:
-    """(N, 28, 28) floats -> (N, 28, 28, 1), the conv denoiser's input."""
-    return images.reshape(len(images), 28, 28, 1)

@@ -1,0 +1,21 @@
+"""Stage `report`: one page per run (Markdown + self-contained HTML); completes the MLflow row."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mnist_ae import artifacts, report
+from mnist_ae.config import Params, lookup
+from mnist_ae.tracking import NO_TRACKING, Tracker
+
+
+def run(params: Params, workdir: Path, tracker: Tracker = NO_TRACKING) -> None:
+    """Write the run report, then fill in the MLflow row for the stages DVC skipped."""
+    values = {key: lookup(params, key) for key in report.KEY_PARAMS}
+    evaluation = artifacts.EVALUATION.read(workdir)
+    links = {name: f"../{png.path}" for name, png in artifacts.FIGURES.items()}
+    images = {name: png.read_bytes(workdir) for name, png in artifacts.FIGURES.items()}
+    artifacts.REPORT_MARKDOWN.write(workdir, report.markdown_report(values, evaluation, links))
+    artifacts.REPORT_HTML.write(workdir, report.html_report(values, evaluation, images))
+    tracker.log_stage("report")
+    tracker.complete_row()

@@ -1,0 +1,70 @@
+"""The one path from params to a trained, saved and logged model, shared by both training
+stages (and so by the benchmark)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from mnist_ae import artifacts, training
+from mnist_ae.config import Params
+from mnist_ae.tracking import Tracker
+
+# MLflow model name -> (where it is saved, the model, an input sample for its signature).
+Exported = Mapping[str, tuple[artifacts.KerasModel, keras.Model, np.ndarray]]
+
+
+def train_and_save(
+    stage: str,
+    params: Params,
+    settings: Any,
+    build: Callable[[], keras.Model],
+    data: tuple[np.ndarray, np.ndarray],
+    data_files: Sequence[artifacts.Artifact],
+    export: Callable[[keras.Model], Exported],
+    outputs: tuple[artifacts.History, artifacts.Json],
+    workdir: Path,
+    tracker: Tracker,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> training.FitResult:
+    """Seed, build, fit (resumably), then write every output, log, and drop the checkpoint.
+
+    The order matters: the checkpoint goes last, once every output is written, so a stage
+    killed while saving resumes instead of retraining. `settings` is the stage's params
+    section (training.fit's options plus the model's keys); `export` gives the models to save,
+    the first one being the model the summary describes; `outputs` are the history CSV and
+    the summary JSON.
+    """
+    training.make_deterministic(params.seed)
+    model = build()
+    checkpoint = Path(workdir) / training.CHECKPOINT_DIR / f"{stage}.npz"
+    inputs, targets = data
+    result = training.fit(
+        model,
+        inputs,
+        targets,
+        **settings.fit_options(),
+        seed=params.seed,
+        checkpoint=checkpoint,
+        resume_key=training.resume_key(
+            params.seed, settings.model_dump(), [file.at(workdir) for file in data_files]
+        ),
+        callbacks=[*tracker.epoch_callbacks(stage), *callbacks],
+    )
+    exported = export(model)
+    for artifact, saved, _ in exported.values():
+        artifact.write(workdir, saved)
+    tracker.log_resumed_epochs(stage, result.history, result.resumed_epochs)
+    history, summary = outputs
+    history.write_history(workdir, result.history)
+    _, described, _ = next(iter(exported.values()))
+    summary.write(workdir, result.summary(described))
+    tracker.log_stage(stage)
+    for name, (_, saved, sample) in exported.items():
+        tracker.log_model(name, saved, sample)
+    training.remove_checkpoint(checkpoint)  # last: every output is written
+    return result

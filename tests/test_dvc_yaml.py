@@ -1,0 +1,133 @@
+"""dvc.yaml cannot go stale: each stage's declared deps, params and outs against what the code
+really imports (from the AST), and what a real run read and wrote (mnist_ae.provenance).
+
+A new import, a new knob or a new input that dvc.yaml does not declare would let `dvc repro`
+reuse cached results computed without it; a declared dependency the stage does not have
+re-runs it for nothing. Both fail here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dvc_yaml_guard import REPO, imported_files, leaves
+from mnist_ae import artifacts
+from pipeline_repo import STAGES, Pipeline
+
+DVC_YAML = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+PIPELINE_STAGES = [stage for stage in STAGES if stage != "check_params"]
+
+
+def _deps(stage: str) -> set[str]:
+    return set(DVC_YAML[stage].get("deps", []))
+
+
+def _declared_outputs(stage: str) -> set[str]:
+    entries = [*DVC_YAML[stage].get("outs", []), *DVC_YAML[stage].get("metrics", [])]
+    return {next(iter(entry)) if isinstance(entry, dict) else entry for entry in entries}
+
+
+def test_every_stage_has_one_script_and_runs_it_the_same_way() -> None:
+    scripts = sorted(path.stem for path in (REPO / "stages").glob("*.py"))
+    assert sorted(DVC_YAML) == scripts == sorted(STAGES)
+    assert list(DVC_YAML) == STAGES  # check_params first: DVC runs unrelated stages in order
+    for stage, definition in DVC_YAML.items():
+        assert definition["cmd"] == f"exec env PYTHONPATH=src python stages/{stage}.py"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_code_deps_are_exactly_the_script_and_the_modules_it_imports(stage: str) -> None:
+    script = f"stages/{stage}.py"
+    declared = {dep for dep in _deps(stage) if dep.startswith(("src/", "stages/"))}
+    assert declared == {script} | imported_files(REPO / script)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_scripts_are_thin(stage: str) -> None:
+    lines = (REPO / "stages" / f"{stage}.py").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 30, f"stages/{stage}.py has {len(lines)} lines"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_outs_are_exactly_the_artifacts_the_stage_produces(stage: str) -> None:
+    assert _declared_outputs(stage) == {a.path for a in artifacts.produced_by(stage)}
+
+
+def test_check_params_depends_on_the_whole_params_file_and_nothing_else_downstream() -> None:
+    # The file (every byte), not its values: DVC would take `true` -> `1` for no change.
+    assert {dep for dep in _deps("check_params") if not dep.startswith(("src/", "stages/"))} == {
+        "params.yaml"
+    }
+    assert "params" not in DVC_YAML["check_params"]
+    assert not _declared_outputs("check_params")
+    others = {dep for stage in PIPELINE_STAGES for dep in _deps(stage)}
+    assert "stages/check_params.py" not in others
+
+
+@pytest.fixture(scope="module")
+def recorded(built_pipeline: Pipeline) -> dict[str, dict[str, Any]]:
+    """What each stage read and wrote in the session's real `dvc repro` (mnist_ae.provenance)."""
+    directory = built_pipeline.provenance
+    return {
+        stage: json.loads((directory / f"{stage}.json").read_text()) for stage in PIPELINE_STAGES
+    }
+
+
+def _declared_params(stage: str) -> set[str]:
+    return leaves(PARAMS, set(DVC_YAML[stage].get("params", [])))
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("stage", PIPELINE_STAGES)
+def test_params_are_exactly_the_keys_the_stage_read(
+    recorded: dict[str, dict[str, Any]], stage: str
+) -> None:
+    read = leaves(PARAMS, set(recorded[stage]["params"]))
+    assert _declared_params(stage) == read
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("stage", PIPELINE_STAGES)
+def test_data_deps_and_outs_are_exactly_the_files_the_stage_read_and_wrote(
+    recorded: dict[str, dict[str, Any]], stage: str
+) -> None:
+    written = set(recorded[stage]["written"])
+    assert written == _declared_outputs(stage)
+    data_deps = {dep for dep in _deps(stage) if not dep.startswith(("src/", "stages/"))}
+    assert data_deps == set(recorded[stage]["read"]) - written
+
+
+def test_leaves_expand_sections_and_the_whole_file() -> None:
+    raw = {"seed": 1, "a": {"b": 2, "c": {"d": [1, 2]}}, "ab": {"x": 3}}
+    assert leaves(raw, {"a"}) == {"a.b", "a.c.d"}
+    assert leaves(raw, {"a.c"}) == {"a.c.d"}
+    assert leaves(raw, {"seed", "ab.x"}) == {"seed", "ab.x"}
+    assert leaves(raw, {"*"}) == {"seed", "a.b", "a.c.d", "ab.x"}
+
+
+def test_imports_are_found_transitively_lazily_and_relatively(tmp_path: Path) -> None:
+    script = tmp_path / "stage.py"
+    script.write_text(
+        "import os\n"
+        "from mnist_ae.pipeline import report\n"  # -> report's own imports, transitively
+        "def later():\n"
+        "    import mnist_ae.noise\n"
+    )
+    found = imported_files(script)
+    for expected in (
+        "src/mnist_ae/__init__.py",
+        "src/mnist_ae/pipeline/__init__.py",
+        "src/mnist_ae/pipeline/report.py",
+        "src/mnist_ae/report.py",  # imported by pipeline/report.py
+        "src/mnist_ae/tracking/store.py",  # by tracking/__init__ via tracking/run
+        "src/mnist_ae/quiet.py",  # a lazy import inside mnist_ae/__init__.py
+        "src/mnist_ae/noise.py",  # a lazy import inside a function
+    ):
+        assert expected in found, expected
+    assert "src/mnist_ae/models.py" not in found
