@@ -1,4 +1,4 @@
-"""Run `dvc repro` and report each stage's wall time and peak RSS (the README's numbers).
+"""Run `dvc repro` and report each stage's wall time and peak RSS (docs/benchmarks.md's numbers).
 
 Usage: python scripts/time_stages.py [--force] [--json out.json]
 Streams DVC's output unchanged and times each stage from its "Running stage" line to the next

@@ -89,8 +89,8 @@ class _TrainingParams(_Section):
     # None trains for exactly `epochs`.
     early_stopping_patience: PositiveInt | None = None
     # Speed only (the same seed still gives the same bits run after run): training steps per
-    # call into TensorFlow, and XLA compilation (True, False, or "auto" = Keras' choice: XLA on
-    # a GPU, not on a CPU).
+    # call into TensorFlow, and XLA compilation (True, False, or "auto" = Keras' choice, which
+    # under TF op determinism, as the stages run, is no XLA even on a GPU).
     steps_per_execution: int = Field(ge=1, le=100_000)
     jit_compile: JitCompile
 
