@@ -44,7 +44,7 @@ def test_default_store_is_beside_the_repository_and_waits_for_locks(
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # queued experiments: the parent repository
     uri = tracking.tracking_uri()
-    assert uri == f"sqlite:///{tmp_path}/mlflow.db?timeout={tracking.SQLITE_LOCK_TIMEOUT}"
+    assert uri == f"sqlite:///{tmp_path}/mlflow.db?timeout=60"
     assert tracking.sqlite_database(uri) == tmp_path / "mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert tracking.tracking_uri() == "http://127.0.0.1:5000"
@@ -195,3 +195,124 @@ def test_ctrl_c_while_the_run_starts_marks_it_failed(
     finally:
         mlflow.end_run()
         mlflow.set_tracking_uri(previous_uri)
+
+
+class _Recorder:
+    """Stands in for mlflow.log_metrics and mlflow.log_metric; keeps every call."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.batches: list[tuple[dict[str, float], int | None]] = []
+        self.points: list[tuple[str, float, int | None]] = []
+        monkeypatch.setattr(mlflow, "log_metrics", self.log_metrics)
+        monkeypatch.setattr(mlflow, "log_metric", self.log_metric)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Record one batch of metrics."""
+        self.batches.append((dict(metrics), step))
+
+    def log_metric(self, key: str, value: float, step: int | None = None) -> None:
+        """Record one metric point."""
+        self.points.append((key, value, step))
+
+
+def test_nested_metrics_are_logged_under_dotted_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = _Recorder(monkeypatch)
+    tracking.log_metrics(
+        {
+            "reconstruction": {"pca": {"mse": 0.04, "psnr": 13.98}},
+            "goals": {"best_classical": "median", "conv_psnr_margin_db": 7.5},  # text: not a metric
+            "test_samples": 4,
+        }
+    )
+    tracking.log_metrics({"best_epoch": 3, "epochs_run": 5}, "dense.", step=2)
+    assert recorder.batches == [
+        (
+            {
+                "reconstruction.pca.mse": 0.04,
+                "reconstruction.pca.psnr": 13.98,
+                "goals.conv_psnr_margin_db": 7.5,
+                "test_samples": 4.0,
+            },
+            None,
+        ),
+        ({"dense.best_epoch": 3.0, "dense.epochs_run": 5.0}, 2),
+    ]
+
+
+def test_curves_are_logged_as_prefix_dot_name_per_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = _Recorder(monkeypatch)
+    tracking.log_history({"epoch": [1, 2], "loss": [0.5, 0.4], "val_loss": [0.6, 0.45]}, "dense")
+    tracking.log_history({"noise_factor": [0.1, 0.2]}, "sweep", first_step=0)
+    tracking.epoch_logger("conv").on_epoch_end(0, {"loss": 0.2, "val_loss": 0.25})
+    assert recorder.points == [
+        ("dense.loss", 0.5, 1),
+        ("dense.loss", 0.4, 2),
+        ("dense.val_loss", 0.6, 1),
+        ("dense.val_loss", 0.45, 2),
+        ("sweep.noise_factor", 0.1, 0),
+        ("sweep.noise_factor", 0.2, 1),
+    ]
+    assert recorder.batches == [({"conv.loss": 0.2, "conv.val_loss": 0.25}, 1)]
+
+
+def test_backfill_logs_only_the_names_the_run_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    recorder = _Recorder(monkeypatch)
+    run = SimpleNamespace(info=SimpleNamespace(run_id="run-1"))
+    monkeypatch.setattr(mlflow, "active_run", lambda: run)
+    logged = {"reconstruction.pca.mse": 0.04, "dense.loss": 0.5}
+    client = SimpleNamespace(
+        get_run=lambda run_id: SimpleNamespace(data=SimpleNamespace(metrics=logged))
+    )
+    filled = tracking.backfill(
+        client,
+        {
+            "reconstruction": {"pca": {"mse": 0.04, "psnr": 13.98}},
+            "goals": {"best_classical": "median"},
+            "dense": {"best_epoch": 3},
+        },
+        {
+            "dense": ({"epoch": [1], "loss": [0.5]}, 1),
+            "sweep": ({"noise_factor": [0.1], "baseline_psnr": [20.0]}, 0),
+        },
+    )
+    assert filled == ["dense.best_epoch", "reconstruction.pca.psnr", "sweep.*"]
+    assert recorder.batches == [({"reconstruction.pca.psnr": 13.98, "dense.best_epoch": 3.0}, None)]
+    assert recorder.points == [("sweep.noise_factor", 0.1, 0), ("sweep.baseline_psnr", 20.0, 0)]
+
+
+def test_params_are_logged_under_dotted_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stage logs params.yaml flattened: one dotted key per leaf, a list as one value."""
+    import yaml
+
+    from mnist_ae.config import parse_params
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    raw["seed"] = 7
+    raw["tracking"]["experiment_name"] = "flattened"
+    raw["noise"]["noise_factor"] = 0.25
+    raw["baselines"]["grids"]["median"] = [3, 5]
+    raw["train_dense"]["jit_compile"] = True
+    raw["train_conv"]["jit_compile"] = "auto"
+    previous_uri = mlflow.get_tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        with tracking.pipeline_run("prepare", parse_params(raw)):
+            run_id = mlflow.active_run().info.run_id
+        logged = mlflow.get_run(run_id).data.params
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+    expected = {
+        "seed": "7",
+        "tracking.experiment_name": "flattened",
+        "prepare.idx_dir": "None",
+        "noise.noise_factor": "0.25",
+        "baselines.grids.median": "[3, 5]",
+        "train_dense.jit_compile": "True",
+        "train_conv.jit_compile": "auto",
+    }
+    assert {key: logged.get(key) for key in expected} == expected
+    assert [key for key, value in logged.items() if value.startswith("{")] == []  # no sections
