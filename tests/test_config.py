@@ -107,3 +107,8 @@ def test_scientific_notation_is_a_float(tmp_path: Path) -> None:
 
 def test_flatten_uses_dotted_keys() -> None:
     assert flatten({"a": {"b": 1, "c": {"d": None}}, "e": 2}) == {"a.b": 1, "a.c.d": None, "e": 2}
+    # The prefix is prepended as given (callers pass "dense."); a list stays one value.
+    assert flatten({"grids": {"median": [3, 5]}, "seed": 7}, "run.") == {
+        "run.grids.median": [3, 5],
+        "run.seed": 7,
+    }

@@ -46,7 +46,7 @@ def test_default_store_is_beside_the_repository_and_waits_for_locks(
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # queued experiments: the parent repository
     uri = tracking.tracking_uri()
-    assert uri == f"sqlite:///{tmp_path}/mlflow.db?timeout={store.SQLITE_LOCK_TIMEOUT}"
+    assert uri == f"sqlite:///{tmp_path}/mlflow.db?timeout=60"
     assert store.sqlite_database(uri) == tmp_path / "mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert tracking.tracking_uri() == "http://127.0.0.1:5000"
@@ -236,3 +236,112 @@ def test_the_null_tracker_logs_nothing_and_needs_no_store(tmp_path: Path) -> Non
     tracking.NO_TRACKING.log_stage("evaluate")  # no file, no store: nothing is touched
     assert tracking.NO_TRACKING.complete_row() == []
     assert mlflow.active_run() is None
+
+
+class _Recorder:
+    """Stands in for mlflow.log_metrics, mlflow.log_metric and mlflow.log_artifact."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.batches: list[tuple[dict[str, float], int | None]] = []
+        self.points: list[tuple[str, float, int | None]] = []
+        self.files: list[tuple[str, str | None]] = []
+        monkeypatch.setattr(mlflow, "log_metrics", self.log_metrics)
+        monkeypatch.setattr(mlflow, "log_metric", self.log_metric)
+        monkeypatch.setattr(mlflow, "log_artifact", self.log_artifact)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Record one batch of metrics."""
+        self.batches.append((dict(metrics), step))
+
+    def log_metric(self, key: str, value: float, step: int | None = None) -> None:
+        """Record one metric point."""
+        self.points.append((key, value, step))
+
+    def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
+        """Record one uploaded file."""
+        self.files.append((Path(path).name, artifact_path))
+
+
+def test_curves_are_logged_as_prefix_dot_name_per_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = _Recorder(monkeypatch)
+    row.log_history({"epoch": [1, 2], "loss": [0.5, 0.4], "val_loss": [0.6, 0.45]}, "dense")
+    row.log_history({"noise_factor": [0.1, 0.2]}, "sweep", first_step=0)
+    tracker = tracking.LiveTracker(None, "run-1", Path("."))  # type: ignore[arg-type]
+    (callback,) = tracker.epoch_callbacks("train_conv")
+    callback.on_epoch_end(0, {"loss": 0.2, "val_loss": 0.25})
+    assert recorder.points == [
+        ("dense.loss", 0.5, 1),
+        ("dense.loss", 0.4, 2),
+        ("dense.val_loss", 0.6, 1),
+        ("dense.val_loss", 0.45, 2),
+        ("sweep.noise_factor", 0.1, 0),
+        ("sweep.noise_factor", 0.2, 1),
+    ]
+    assert recorder.batches == [({"conv.loss": 0.2, "conv.val_loss": 0.25}, 1)]
+
+
+def test_a_stage_logs_from_its_files_only_what_the_run_lacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same code logs a stage's part live and back-fills it: present names are skipped."""
+    from types import SimpleNamespace
+
+    from mnist_ae import artifacts
+
+    recorder = _Recorder(monkeypatch)
+    artifacts.EVALUATION.write(
+        tmp_path,
+        {"reconstruction": {"pca": {"mse": 0.04, "psnr": 13.98}}, "goals": {"best": "median"}},
+    )
+    artifacts.NOISE_SWEEP.write(tmp_path, [{"noise_factor": 0.1, "baseline_psnr": 20.0}])
+    present = {"reconstruction.pca.mse": 0.04}
+    uploaded = [SimpleNamespace(path="evaluation.json")]
+    client = SimpleNamespace(
+        get_run=lambda run_id: SimpleNamespace(data=SimpleNamespace(metrics=present)),
+        list_artifacts=lambda run_id, directory=None: uploaded,
+    )
+    tracker = tracking.LiveTracker(client, "run-1", tmp_path)  # type: ignore[arg-type]
+    tracker.log_stage("evaluate")
+    tracker.log_stage("noise_sweep")
+    assert recorder.batches == [({"reconstruction.pca.psnr": 13.98}, None)]
+    assert recorder.points == [("sweep.noise_factor", 0.1, 0), ("sweep.baseline_psnr", 20.0, 0)]
+    assert recorder.files == []  # evaluation.json is already there
+    uploaded.clear()
+    tracker.log_stage("evaluate")
+    assert recorder.files == [("evaluation.json", None)]
+
+
+def test_params_are_logged_under_dotted_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stage logs params.yaml flattened: one dotted key per leaf, a list as one value."""
+    import yaml
+
+    from mnist_ae.config import parse_params
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    raw["seed"] = 7
+    raw["tracking"]["experiment_name"] = "flattened"
+    raw["noise"]["noise_factor"] = 0.25
+    raw["baselines"]["grids"]["median"] = [3, 5]
+    raw["train_dense"]["jit_compile"] = True
+    raw["train_conv"]["jit_compile"] = "auto"
+    previous_uri = mlflow.get_tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        with tracking.pipeline_run("prepare", parse_params(raw), tmp_path):
+            run_id = mlflow.active_run().info.run_id
+        logged = mlflow.get_run(run_id).data.params
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+    expected = {
+        "seed": "7",
+        "tracking.experiment_name": "flattened",
+        "prepare.idx_dir": "None",
+        "noise.noise_factor": "0.25",
+        "baselines.grids.median": "[3, 5]",
+        "train_dense.jit_compile": "True",
+        "train_conv.jit_compile": "auto",
+    }
+    assert {key: logged.get(key) for key in expected} == expected
+    assert [key for key, value in logged.items() if value.startswith("{")] == []  # no sections

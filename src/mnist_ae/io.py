@@ -158,7 +158,8 @@ def load_arrays(
     """
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        # Our own handle: np.load leaves its file open when a damaged archive fails to open.
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as archive:
             missing = sorted(set(expected) - set(archive.files))
             if missing:
                 raise CorruptInputError(f"{path}: missing arrays {missing}")

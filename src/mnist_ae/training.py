@@ -229,7 +229,7 @@ def _restore_checkpoint(
     if not path.exists():
         return None
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
         meta = json.loads(arrays["meta"].tobytes())
     except Exception as exc:  # a checkpoint is a cache: a damaged one is discarded, not fatal
