@@ -1,8 +1,12 @@
-# Targets match the README. Every target first makes .venv match requirements.lock.
-.PHONY: setup repro test bench
+# Targets match the README. Every target first makes .venv match uv.lock.
+.PHONY: setup lock repro test bench
 
 setup:
 	bash scripts/setup-env.sh
+
+# Re-resolve uv.lock after changing the dependencies in pyproject.toml (needs PyPI).
+lock: setup
+	$$( [ -x .tools/uv/bin/uv ] && echo .tools/uv/bin/uv || echo uv ) lock
 
 # The whole pipeline with default params (README command 1).
 repro: setup

