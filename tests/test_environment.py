@@ -1,7 +1,12 @@
-"""Importing the package switches TensorFlow to oneDNN kernels, whatever imports TF first."""
+"""The environment: oneDNN switched on whatever imports TF first; a lock that is current and
+covers every supported Python and platform."""
 
+import os
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,3 +31,32 @@ def _onednn_enabled(module: str) -> str:
 
 def test_training_module_gets_onednn_even_though_it_imports_tensorflow_first() -> None:
     assert _onednn_enabled("mnist_ae.training") == "True"
+
+
+def _uv() -> str:
+    """The uv that scripts/setup-env.sh used: on PATH, or the one it bootstrapped."""
+    bootstrapped = REPO / ".tools" / "uv" / "bin" / "uv"
+    return str(bootstrapped) if bootstrapped.exists() else (shutil.which("uv") or "uv")
+
+
+def test_lock_is_current_for_pyproject() -> None:
+    """uv.lock still satisfies pyproject.toml: checked offline, with an empty cache (uv's fast
+    path compares the lock with the declared requirements, no index needed)."""
+    with tempfile.TemporaryDirectory() as cache:
+        result = subprocess.run(
+            [_uv(), "lock", "--check", "--offline"],
+            cwd=REPO,
+            env={**os.environ, "UV_CACHE_DIR": cache},
+            capture_output=True,
+            text=True,
+        )
+    assert result.returncode == 0, result.stderr
+
+
+def test_lock_has_tensorflow_wheels_for_every_supported_python_and_platform() -> None:
+    lock = (REPO / "uv.lock").read_text(encoding="utf-8")
+    assert 'requires-python = ">=3.10, <3.14"' in lock
+    wheels = set(re.findall(r"tensorflow-2\.21\.\d+-(cp3\d+)-\1-(\w+?)\.whl", lock))
+    tags = {"manylinux_2_27_x86_64", "manylinux_2_27_aarch64", "macosx_12_0_arm64"}
+    expected = {(f"cp3{minor}", tag) for minor in (10, 11, 12, 13) for tag in tags}
+    assert expected <= wheels, sorted(expected - wheels)
