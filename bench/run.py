@@ -47,7 +47,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from mnist_ae import artifacts, config, data, models, training  # noqa: E402
+from mnist_ae import artifacts, baselines, config, data, models, training  # noqa: E402
 from mnist_ae.pipeline import train_conv, train_dense  # noqa: E402
 
 QUALITY = {"dense": 0.095, "conv": 0.100}  # val BCE targets of the time-to-quality runs
@@ -56,16 +56,17 @@ QUALITY = {"dense": 0.095, "conv": 0.100}  # val BCE targets of the time-to-qual
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     model_name = ""
-    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                model_name = line.split(":", 1)[1].strip()
-                break
+    if Path("/proc/cpuinfo").exists():  # Linux
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model_name = line.split(":", 1)[1].strip()
+                    break
     from tensorflow.python.util import _pywrap_util_port as port
 
     return {
         "cpu": model_name or platform.processor(),
-        "cores": len(os.sched_getaffinity(0)),
+        "cores": baselines.usable_cores(),
         "gpus": [device.name for device in tf.config.list_physical_devices("GPU")],
         "tensorflow": tf.__version__,
         "keras": keras.__version__,

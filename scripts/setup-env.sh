@@ -17,13 +17,21 @@ uv=uv
 if ! { command -v uv >/dev/null && [ "$(uv --version | cut -d' ' -f2)" = "$uv_version" ]; }; then
   uv=.tools/uv/bin/uv
   if ! { [ -x "$uv" ] && [ "$("$uv" --version | cut -d' ' -f2)" = "$uv_version" ]; }; then
-    echo "setup-env: installing uv $uv_version into .tools/uv" >&2
+    echo "setup-env: installing uv $uv_version from PyPI into .tools/uv" >&2
     rm -rf .tools/uv
-    "$python" -m venv .tools/uv
+    if ! "$python" -m venv .tools/uv; then
+      echo "setup-env: $python cannot create a virtual environment; install its venv module" \
+        "(Debian/Ubuntu: apt install python3-venv) or put uv $uv_version on PATH" >&2
+      exit 1
+    fi
     .tools/uv/bin/python -m pip install --quiet --disable-pip-version-check "uv==$uv_version"
   fi
 fi
 
-# --frozen: install exactly uv.lock, never re-resolve. No Python downloads: use $python.
-# --link-mode copy: the environment does not share files with uv's cache.
-UV_PYTHON_DOWNLOADS=never "$uv" sync --frozen --python "$python" --link-mode copy --quiet
+# --locked: install exactly uv.lock, and stop if it no longer matches pyproject.toml (then run
+# `make lock`). No Python downloads: use $python. --link-mode copy: the environment shares no
+# files with uv's cache.
+if [ ! -x .venv/bin/python ]; then
+  echo "setup-env: installing .venv from uv.lock (first time: a few minutes)" >&2
+fi
+UV_PYTHON_DOWNLOADS=never "$uv" sync --locked --python "$python" --link-mode copy --quiet

@@ -19,7 +19,10 @@ PACKAGE = "mnist_ae"
 def module_file(name: str) -> Path | None:
     """The source file of a module of the package, or None if `name` is not one."""
     base = SRC.joinpath(*name.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+    for candidate in (
+        base / "__init__.py",
+        base.with_suffix(".py"),
+    ):  # a package wins, as in Python
         if candidate.is_file():
             return candidate
     return None

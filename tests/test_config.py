@@ -112,3 +112,30 @@ def test_flatten_uses_dotted_keys() -> None:
         "run.grids.median": [3, 5],
         "run.seed": 7,
     }
+
+
+def test_recorded_params_record_each_key_read_and_a_whole_section_when_dumped() -> None:
+    from mnist_ae import provenance
+    from mnist_ae.config import RecordedParams, lookup
+
+    provenance.reset()
+    view = RecordedParams(load_params(REPO / "params.yaml"))
+    assert view.seed == 42
+    assert view.train_dense.encoding_dim == 32
+    assert lookup(view, "noise.noise_factor") == 0.5
+    assert view.baselines.grids.median == [2, 3, 4, 5]
+    assert view.train_conv.fit_options()["epochs"] == 10  # a method: the whole section
+    assert provenance.recorded()["params"] == [
+        "baselines.grids.median",
+        "noise.noise_factor",
+        "seed",
+        "train_conv",
+        "train_dense.encoding_dim",
+    ]
+    view.model_dump()
+    assert "*" in provenance.recorded()["params"]  # the whole file
+    with pytest.raises(AttributeError, match="read-only"):
+        view.seed = 1
+    copied = copy.deepcopy(view)  # a view still, not silently the plain model
+    assert isinstance(copied, RecordedParams) and copied.noise.noise_factor == 0.5
+    provenance.reset()

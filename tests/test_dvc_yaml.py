@@ -59,15 +59,15 @@ def test_outs_are_exactly_the_artifacts_the_stage_produces(stage: str) -> None:
     assert _declared_outputs(stage) == {a.path for a in artifacts.produced_by(stage)}
 
 
-def test_check_params_depends_on_the_whole_params_file_and_nothing_else_downstream() -> None:
+def test_check_params_depends_on_the_whole_params_file_and_every_stage_on_it() -> None:
     # The file (every byte), not its values: DVC would take `true` -> `1` for no change.
     assert {dep for dep in _deps("check_params") if not dep.startswith(("src/", "stages/"))} == {
         "params.yaml"
     }
     assert "params" not in DVC_YAML["check_params"]
-    assert not _declared_outputs("check_params")
-    others = {dep for stage in PIPELINE_STAGES for dep in _deps(stage)}
-    assert "stages/check_params.py" not in others
+    assert _declared_outputs("check_params") == {artifacts.PARAMS_CHECKED.path}
+    for stage in PIPELINE_STAGES:  # so `dvc repro <stage>` runs the check first
+        assert artifacts.PARAMS_CHECKED.path in _deps(stage), stage
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,8 @@ def test_data_deps_and_outs_are_exactly_the_files_the_stage_read_and_wrote(
     written = set(recorded[stage]["written"])
     assert written == _declared_outputs(stage)
     data_deps = {dep for dep in _deps(stage) if not dep.startswith(("src/", "stages/"))}
-    assert data_deps == set(recorded[stage]["read"]) - written
+    read = set(recorded[stage]["read"]) - written
+    assert data_deps == read | {artifacts.PARAMS_CHECKED.path}  # + the check, for ordering
 
 
 def test_leaves_expand_sections_and_the_whole_file() -> None:

@@ -52,9 +52,15 @@ def _misspelt(raw: dict[str, Any], dotted: str) -> tuple[dict[str, Any], str]:
 
 
 def _wrong_type(raw: dict[str, Any], dotted: str) -> tuple[dict[str, Any], str]:
+    """`raw` with the key's value of the wrong type; the expected phrase: the key (or, in a
+    list, its bad element's index) and the value it got."""
     parent, key = _parent(raw, dotted)
-    parent[key] = BAD_VALUES[dotted].wrong_type
-    return raw, f"'{dotted}"
+    bad = BAD_VALUES[dotted].wrong_type
+    parent[key] = bad
+    offending = bad[-1] if isinstance(bad, list) else bad
+    return raw, re.compile(
+        rf"'{re.escape(dotted)}(\.\d+)?': .*\(got {re.escape(repr(offending))}\)$"
+    )
 
 
 def _without_section(raw: dict[str, Any], section: str) -> tuple[dict[str, Any], str]:
@@ -109,7 +115,10 @@ def test_dvc_repro_reports_the_bad_params(pipe: Pipeline, mutate: Any, key: str)
     lines = [line for line in stderr.splitlines() if line.startswith("check_params:")]
     assert len(lines) == 1, stderr
     assert lines[0].startswith("check_params: invalid params: params.yaml: "), lines[0]
-    assert expected in lines[0], lines[0]
+    if isinstance(expected, re.Pattern):
+        assert expected.search(lines[0]), lines[0]
+    else:
+        assert expected in lines[0], lines[0]
     assert "Traceback" not in stderr
 
 
@@ -117,6 +126,13 @@ def test_dvc_exp_run_reports_a_typo_too(pipe: Pipeline) -> None:
     expected, stderr = _break_and_repro(pipe, _misspelt, "noise.noise_factor", "dvc", "exp", "run")
     assert expected == "unknown key 'noise.noise_factorr' (did you mean 'noise_factor'?)"
     assert any(expected in line for line in stderr.splitlines()), stderr
+
+
+def test_a_targeted_repro_checks_the_whole_file_too(pipe: Pipeline) -> None:
+    """`dvc repro evaluate` with a typo in the figures section: every stage depends on the
+    check's output, so the check runs first and fails, although evaluate reads no figures key."""
+    _, stderr = _break_and_repro(pipe, _misspelt, "figures.dpi", "dvc", "repro", "evaluate")
+    assert "unknown key 'figures.dpii' (did you mean 'dpi'?)" in stderr
 
 
 def test_a_valid_change_to_an_untracked_key_runs_only_the_check(pipe: Pipeline) -> None:

@@ -156,6 +156,11 @@ class Text(Artifact):
         io.write_text(self.target(workdir), text)
 
 
+# Written by check_params, always with the same bytes, and a dependency of every other stage:
+# so `dvc repro <any stage>` runs the check first, and passing it re-runs nothing downstream.
+PARAMS_CHECKED = Text("data/params_checked.txt", "check_params")
+PARAMS_CHECKED_TEXT = "params.yaml passed validation (stages/check_params.py)\n"
+
 IMAGES = (np.uint8, (None, 28, 28))
 NOISY_IMAGES = (np.float32, (None, 28, 28))
 LABELS = (np.uint8, (None,))
@@ -210,6 +215,7 @@ REPORT_MARKDOWN = Text("reports/report.md", "report")
 REPORT_HTML = Text("reports/report.html", "report")
 
 ALL: tuple[Artifact, ...] = (
+    PARAMS_CHECKED,
     MNIST,
     DATA_SUMMARY,
     NOISY,

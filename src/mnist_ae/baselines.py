@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -76,6 +77,13 @@ def _nlm_chunk(images: np.ndarray, h: float) -> np.ndarray:
     )
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):  # Linux
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 # Below this many images a process pool costs more (start-up ~1 s) than it saves.
 _PARALLEL_MIN_IMAGES = 2_000
 
@@ -88,9 +96,11 @@ def _per_image(
     Images are independent, chunks keep their order: the result is identical to one loop.
     Workers are forked, not spawned: a spawned worker re-imports the stage script and with it
     TensorFlow (~6 s and ~0.5 GB each). The forked workers run only NumPy and scikit-image
-    code, never TensorFlow, so the parent's TF threads cannot deadlock them.
+    code, never TensorFlow, so the parent's TF threads cannot deadlock them. Only on Linux:
+    macOS's system libraries are not safe to use in a child forked from a threaded process,
+    so there the loop runs in this process.
     """
-    workers = min(len(os.sched_getaffinity(0)), 8)
+    workers = min(usable_cores(), 8) if sys.platform.startswith("linux") else 1
     if workers < 2 or len(images) < _PARALLEL_MIN_IMAGES:
         return function(images, strength)
     chunks = np.array_split(images, workers)

@@ -52,6 +52,7 @@ def run_stage(
         print(f"{stage}: error: {message} (set {DEBUG_ENV}=1 for a traceback)", file=sys.stderr)
         sys.exit(1)
     # Read by scripts/time_stages.py (the benchmark's per-stage wall time and peak memory).
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB; bytes on macOS
+    peak_mb = peak_rss / (1024 * 1024 if sys.platform == "darwin" else 1024)
     logging.info("done in %.1f s, peak RSS %.0f MB", time.monotonic() - started, peak_mb)
     sys.exit(0)

@@ -280,6 +280,8 @@ class RecordedParams:
         object.__setattr__(self, "_prefix", prefix)
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # copy, pickle, ...: not a read of params, and no model
+            raise AttributeError(name)
         model: BaseModel = object.__getattribute__(self, "_model")
         prefix: str = object.__getattribute__(self, "_prefix")
         value = getattr(model, name)

@@ -205,7 +205,7 @@ class LiveTracker(Tracker):
         if row.curves is not None:
             columns = row.curves.source.columns(self.workdir)
             names = [name for name in columns if name != "epoch"]
-            if f"{row.curves.prefix}.{names[0]}" not in present:
+            if names and f"{row.curves.prefix}.{names[0]}" not in present:
                 log_history(columns, row.curves.prefix, row.curves.first_step)
                 logged.append(f"{row.curves.prefix}.*")
         uploaded: dict[str | None, set[str]] = {}
