@@ -4,9 +4,9 @@
 setup:
 	bash scripts/setup-env.sh
 
-# Re-resolve uv.lock after changing the dependencies in pyproject.toml (needs PyPI).
-lock: setup
-	$$( [ -x .tools/uv/bin/uv ] && echo .tools/uv/bin/uv || echo uv ) lock
+# Re-resolve uv.lock after changing the dependencies in pyproject.toml (needs PyPI), then sync.
+lock:
+	bash scripts/setup-env.sh lock
 
 # The whole pipeline with default params (README command 1).
 repro: setup

@@ -3,6 +3,7 @@
 # Needs only Python 3.10-3.13 (PYTHON, default python3) and a package index: if the pinned
 # uv is not on PATH, it is installed from PyPI into .tools/uv first (git-ignored).
 # Idempotent: quick when .venv already matches the lock.
+# `setup-env.sh lock` first re-resolves uv.lock from pyproject.toml (needs PyPI): `make lock`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +27,10 @@ if ! { command -v uv >/dev/null && [ "$(uv --version | cut -d' ' -f2)" = "$uv_ve
     fi
     .tools/uv/bin/python -m pip install --quiet --disable-pip-version-check "uv==$uv_version"
   fi
+fi
+
+if [ "${1:-}" = lock ]; then
+  "$uv" lock
 fi
 
 # --locked: install exactly uv.lock, and stop if it no longer matches pyproject.toml (then run

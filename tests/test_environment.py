@@ -67,3 +67,11 @@ def test_lock_has_tensorflow_wheels_for_every_supported_python_and_platform() ->
     tags = {"manylinux_2_27_x86_64", "manylinux_2_27_aarch64", "macosx_12_0_arm64"}
     expected = {(f"cp3{minor}", tag) for minor in (10, 11, 12, 13) for tag in tags}
     assert expected <= wheels, sorted(expected - wheels)
+
+
+def test_setup_script_bootstraps_the_uv_version_pyproject_requires() -> None:
+    script = (REPO / "scripts" / "setup-env.sh").read_text(encoding="utf-8")
+    pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    (bootstrapped,) = re.findall(r"^uv_version=(\S+)", script, re.MULTILINE)
+    (required,) = re.findall(r'^required-version = "==(\S+)"', pyproject, re.MULTILINE)
+    assert bootstrapped == required

@@ -56,8 +56,8 @@ def _wrong_type(raw: dict[str, Any], dotted: str) -> tuple[dict[str, Any], str]:
     list, its bad element's index) and the value it got."""
     parent, key = _parent(raw, dotted)
     bad = BAD_VALUES[dotted].wrong_type
+    offending = bad[-1] if isinstance(parent[key], list) else bad  # a list key: its element
     parent[key] = bad
-    offending = bad[-1] if isinstance(bad, list) else bad
     return raw, re.compile(
         rf"'{re.escape(dotted)}(\.\d+)?': .*\(got {re.escape(repr(offending))}\)$"
     )

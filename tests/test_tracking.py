@@ -11,7 +11,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from mnist_ae import signals, tracking
+from mnist_ae import tracking
 from mnist_ae.tracking import row, store
 from mnist_ae.tracking import run as tracking_run
 
@@ -69,7 +69,6 @@ def test_sqlite_store_in_a_missing_directory_fails_in_one_line(tmp_path: Path) -
 
 def test_unreachable_server_fails_within_the_timeout() -> None:
     import socket
-    import time
 
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))  # bound, not listening: connection refused at once
@@ -107,44 +106,6 @@ def test_new_store_is_created_once_by_concurrent_stages(tmp_path: Path) -> None:
     ids = {worker.communicate(timeout=120)[0].strip() for worker in workers}
     assert [worker.returncode for worker in workers] == [0] * 4
     assert len(ids) == 1 and "" not in ids
-
-
-@pytest.mark.parametrize(
-    ("sig", "expected"),
-    [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, signals.StageTerminatedError)],
-)
-def test_held_signals_act_when_the_block_ends(sig: signal.Signals, expected: type) -> None:
-    previous = signal.signal(signal.SIGTERM, signals.raise_terminated)  # as run_stage installs
-    try:
-        finished = False
-        with pytest.raises(expected), signals.held_signals():
-            os.kill(os.getpid(), sig)
-            time.sleep(0.05)  # the handler has run by now
-            finished = True
-        assert finished
-        reached = False
-        # A second signal acts at once, also inside a nested block.
-        with pytest.raises(expected), signals.held_signals(), signals.held_signals():
-            os.kill(os.getpid(), sig)
-            os.kill(os.getpid(), sig)
-            time.sleep(0.05)
-            reached = True
-        assert not reached, "the second signal did not interrupt the block"
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-
-
-def test_held_signals_leave_an_ignored_signal_ignored() -> None:
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # e.g. a job started with `&`
-    try:
-        with signals.held_signals():
-            os.kill(os.getpid(), signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)
-        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def test_ctrl_c_while_logging_leaves_the_run_to_be_marked_failed(tmp_path: Path) -> None:

@@ -224,7 +224,7 @@ def test_diverged_training_fails_instead_of_saving_a_model(tmp_path: Path) -> No
     assert not (tmp_path / "ckpt.npz").exists()  # a diverged epoch is never checkpointed
 
 
-def test_a_run_stopped_early_resumes_to_a_new_total_of_epochs(tmp_path: Path) -> None:
+def test_an_interrupted_run_resumes_to_a_new_total_of_epochs(tmp_path: Path) -> None:
     """Interrupted at epoch 2 of 10, resumed with 4: exactly the weights of a 4-epoch run."""
     expected_weights, expected = _resumable_fit(tmp_path / "straight.npz", epochs=4)
     checkpoint = tmp_path / "resumed.npz"
