@@ -47,3 +47,27 @@ def test_held_signals_leave_an_ignored_signal_ignored() -> None:
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_an_interrupt_while_the_hold_starts_leaves_nothing_held(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C landing while held_signals installs its handlers: the block never starts, the
+    handlers are back, and the next block holds again (it once stayed marked as holding)."""
+    install = signal.signal
+
+    def interrupted(signum: int, handler: object) -> object:
+        monkeypatch.setattr(signal, "signal", install)  # only the first call is interrupted
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(signal, "signal", interrupted)
+    with pytest.raises(KeyboardInterrupt), signals.held_signals():
+        pytest.fail("the block ran")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert not signals._holding
+    reached = False
+    with pytest.raises(KeyboardInterrupt), signals.held_signals():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        reached = True  # held: the block goes on, and the interrupt acts when it ends
+    assert reached

@@ -37,7 +37,6 @@ def held_signals() -> Iterator[None]:
     if _holding or threading.current_thread() is not threading.main_thread():
         yield  # nested: the outer block holds (and a second signal must still act at once)
         return
-    _holding = True
     held = {sig: signal.getsignal(sig) for sig in _INTERRUPTS}
     held = {sig: handler for sig, handler in held.items() if handler is not signal.SIG_IGN}
     pending: list[int] = []
@@ -54,9 +53,14 @@ def held_signals() -> Iterator[None]:
             return
         pending.append(signum)
 
-    for sig in held:
-        signal.signal(sig, hold)
     try:
+        # Inside the try: a signal that lands while the handlers are being installed must not
+        # leave `_holding` set, or every later block would take itself for a nested one and
+        # hold nothing (seen once in CI: a later interrupt hit an SQLite write, which locked
+        # the store).
+        for sig in held:
+            signal.signal(sig, hold)
+        _holding = True
         yield
     finally:
         _holding = False
