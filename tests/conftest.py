@@ -10,9 +10,13 @@ from collections.abc import Iterator
 import pytest
 
 import mnist_ae  # noqa: F401  (sets TensorFlow switches before any test imports TF)
-from pipeline_repo import Pipeline, build, mlflow_server
+from pipeline_repo import SECRETS, TEAM_USER, Pipeline, TeamServer, build, team_server
 
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+# The team server's account, for the pipelines that log to it and for the tests' own clients;
+# a SQLite store ignores them.
+os.environ["MLFLOW_TRACKING_USERNAME"] = TEAM_USER
+os.environ["MLFLOW_TRACKING_PASSWORD"] = SECRETS["MLFLOW_TRACKING_PASSWORD"]
 
 
 @pytest.fixture(autouse=True)
@@ -26,25 +30,27 @@ def _ctrl_c_enabled() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `mlflow server` on 127.0.0.1 for the whole session; yields its URI."""
-    with mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as uri:
-        yield uri
+def tracking_server() -> Iterator[TeamServer]:
+    """The team tracking server (PostgreSQL, basic auth, proxied artifacts) for the whole
+    session, started and stopped by scripts/tracking-server.sh."""
+    with team_server() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
 def _built(
-    tracking_server: str, tmp_path_factory: pytest.TempPathFactory
+    tracking_server: TeamServer, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Pipeline, Pipeline]:
-    base = build(tmp_path_factory.mktemp("repo"), tracking_server)
+    base = build(tmp_path_factory.mktemp("repo"), tracking_server.url)
     return base, base.clone(tmp_path_factory.mktemp("pristine") / "repo")
 
 
 @pytest.fixture(scope="session")
 def built_pipeline(_built: tuple[Pipeline, Pipeline]) -> Pipeline:
     """The shrunk repository after its first `dvc repro`, built once per session. It logs to
-    the real tracking server over HTTP (MLFLOW_TRACKING_URI), so test_pipeline.py checks the
-    runs through the server; test_queue.py covers the default SQLite store. test_pipeline.py
+    the team tracking server over HTTP (MLFLOW_TRACKING_URI, as TEAM_USER), so
+    test_pipeline.py checks the runs through the server; test_queue.py covers the default
+    SQLite store. test_pipeline.py
     uses (and changes) this one."""
     return _built[0]
 

@@ -9,13 +9,12 @@ import hashlib
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
+import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -57,12 +56,16 @@ def shrink(params: dict) -> dict:
     return params
 
 
-# Fake credentials in the environment of every pipeline run, and in the git remote's URL.
+# Fake credentials in the environment of every pipeline run, and in the git remote's URL. The
+# tracking password is TEAM_USER's on the team server (conftest puts both in os.environ).
 SECRETS = {
     "MNIST_AE_TEST_API_TOKEN": "tok-3f9c2e71d5",
     "MNIST_AE_TEST_DB_PASSWORD": "pw-a81b44c0e9",
     "MNIST_AE_TEST_SIGNING_KEY": "key-77d0c3b2f1",
+    "MLFLOW_TRACKING_PASSWORD": "alice-pw-5d0e8c2a71",
 }
+TEAM_USER = "alice"
+ADMIN_PASSWORD = "admin-pw-9e2b71c44f0a"
 
 
 class Pipeline:
@@ -160,50 +163,57 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class TeamServer:
+    url: str
+    directory: Path  # the server's folder (mnist_ae.team_server.Layout)
+
+
+def tracking_server_command(*arguments: str, **env: str) -> subprocess.CompletedProcess:
+    """scripts/tracking-server.sh, as a user runs it."""
+    return subprocess.run(
+        ["bash", str(REPO / "scripts/tracking-server.sh"), *arguments],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 @contextlib.contextmanager
-def mlflow_server(directory: Path) -> Iterator[str]:
-    """A real `mlflow server` on 127.0.0.1 (SQLite backend, artifacts under `directory`);
-    yields its URI and stops it afterwards."""
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    log = open(directory / "server.log", "wb")  # noqa: SIM115 (closed below)
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{directory / 'server.db'}",
-            "--artifacts-destination",
-            str(directory / "artifacts"),
-            "--workers",
-            "1",
-        ],
-        cwd=directory,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+def team_server() -> Iterator[TeamServer]:
+    """The team tracking server (PostgreSQL, proxied artifacts, basic auth) on free ports of
+    127.0.0.1, started and stopped with scripts/tracking-server.sh; user TEAM_USER exists.
+
+    Its folder is made under /tmp by mkdtemp, not pytest's tmp_path: under root PostgreSQL runs
+    as user `postgres`, which cannot enter pytest's 0700 folders.
+    """
+    parent = Path(tempfile.mkdtemp(prefix="mnist-ae-server-"))
+    parent.chmod(0o711)
+    directory = parent / "server"
+    folder = ("--dir", str(directory))
+    started = tracking_server_command(
+        *folder,
+        "start",
+        "--port",
+        str(free_port()),
+        "--db-port",
+        str(free_port()),
+        MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN_PASSWORD,
     )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start: {directory / 'server.log'}")
-            time.sleep(0.5)
-        yield uri
+        assert started.returncode == 0, started.stderr
+        url = started.stdout.split(" at ", 1)[1].split()[0]
+        added = tracking_server_command(
+            *folder,
+            "add-user",
+            TEAM_USER,
+            MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN_PASSWORD,
+            MNIST_AE_NEW_USER_PASSWORD=SECRETS["MLFLOW_TRACKING_PASSWORD"],
+        )
+        assert added.returncode == 0, added.stderr
+        yield TeamServer(url, directory)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-        log.close()
+        stopped = tracking_server_command(*folder, "stop")
+        shutil.rmtree(parent, ignore_errors=True)
+        assert stopped.returncode == 0, stopped.stderr

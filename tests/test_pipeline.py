@@ -3,17 +3,24 @@ outputs and the MLflow store. Slow-ish (a few minutes): every stage imports Tens
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
+import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
+import mlflow
 import numpy as np
+import psycopg
 import pytest
 import yaml
 
 from mnist_ae import artifacts
 from mnist_ae.config import flatten
-from pipeline_repo import OUTPUTS, SECRETS, STAGES, Pipeline
+from pipeline_repo import OUTPUTS, SECRETS, STAGES, TEAM_USER, Pipeline, TeamServer
 
 pytestmark = pytest.mark.e2e
 
@@ -114,16 +121,67 @@ def test_mlflow_holds_one_complete_run(pipeline: Pipeline) -> None:
         assert run.info.run_id not in (pipeline.root / name).read_text()
 
 
-def test_the_run_is_served_by_the_real_tracking_server(pipeline: Pipeline) -> None:
-    assert pipeline.tracking_uri and pipeline.tracking_uri.startswith("http://127.0.0.1:")
+def test_the_run_is_served_by_the_team_server_from_postgresql(
+    pipeline: Pipeline, tracking_server: TeamServer, tmp_path: Path
+) -> None:
+    assert pipeline.tracking_uri == tracking_server.url
+    assert tracking_server.url.startswith("http://127.0.0.1:")
     assert not (pipeline.root / "mlflow.db").exists()  # nothing went to the default store
-    # Through the REST API itself, not only MlflowClient.
+    # Through the REST API itself, as TEAM_USER, not only MlflowClient.
     experiment = _rest(pipeline, "experiments/get-by-name", experiment_name="mnist-autoencoders")
     experiment_id = experiment["experiment"]["experiment_id"]
     found = _rest(pipeline, "runs/search", method="POST", experiment_ids=[experiment_id])
     assert len(found["runs"]) == 1
-    params = {item["key"]: item["value"] for item in found["runs"][0]["data"]["params"]}
+    run = found["runs"][0]
+    params = {item["key"]: item["value"] for item in run["data"]["params"]}
     assert params["train_dense.encoding_dim"] == "32"
+    assert run["info"]["user_id"] == TEAM_USER
+    # Without credentials the server answers nothing.
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        _rest(pipeline, "experiments/search", authenticated=False, max_results=1)
+    assert refused.value.code == 401
+    # The row lives in PostgreSQL (read there directly), the files in the server's folder:
+    # clients got proxied `mlflow-artifacts:` URIs and never needed storage credentials.
+    with _database(tracking_server, "mlflow") as database:
+        stored = database.execute(
+            "SELECT status, artifact_uri FROM runs WHERE run_uuid = %s", (run["info"]["run_id"],)
+        ).fetchone()
+        assert database.execute("SHOW listen_addresses").fetchone() == ("127.0.0.1",)
+    assert stored[0] == "FINISHED" and stored[1].startswith("mlflow-artifacts:/")
+    # Models, figures and the report download through the server, byte for byte.
+    client = pipeline.client()
+    for name in (
+        artifacts.REPORT_MARKDOWN.path,
+        artifacts.FIGURES["dense_reconstructions"].path,
+    ):
+        downloaded = client.download_artifacts(run["info"]["run_id"], name, str(tmp_path))
+        assert Path(downloaded).read_bytes() == (pipeline.root / name).read_bytes()
+    import keras
+
+    (logged,) = [
+        model
+        for model in client.search_logged_models([experiment_id])
+        if model.source_run_id == run["info"]["run_id"] and model.name == "conv_denoiser"
+    ]
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=logged.artifact_location,
+        dst_path=str(tmp_path / "model"),
+        tracking_uri=pipeline.tracking_uri,
+    )
+    model = mlflow.keras.load_model(local)
+    saved = keras.saving.load_model(pipeline.root / artifacts.CONV_DENOISER.path)
+    for ours, theirs in zip(model.get_weights(), saved.get_weights(), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+@contextlib.contextmanager
+def _database(server: TeamServer, name: str) -> Iterator[psycopg.Connection]:
+    settings = json.loads((server.directory / "settings.json").read_text())
+    password = (server.directory / "db-password").read_text().strip()
+    with psycopg.connect(
+        host="127.0.0.1", port=settings["db_port"], user="mlflow", password=password, dbname=name
+    ) as connection:
+        yield connection
 
 
 def test_no_secret_from_the_environment_or_git_remote_is_logged(pipeline: Pipeline) -> None:
@@ -134,15 +192,25 @@ def test_no_secret_from_the_environment_or_git_remote_is_logged(pipeline: Pipeli
                 assert secret not in key and secret not in value, key
 
 
-def _rest(pipeline: Pipeline, endpoint: str, method: str = "GET", **payload: object) -> dict:
+def _rest(
+    pipeline: Pipeline,
+    endpoint: str,
+    method: str = "GET",
+    authenticated: bool = True,
+    **payload: object,
+) -> dict:
     url = f"{pipeline.tracking_uri}/api/2.0/mlflow/{endpoint}"
+    headers = {"Content-Type": "application/json"}
+    if authenticated:
+        account = f"{TEAM_USER}:{SECRETS['MLFLOW_TRACKING_PASSWORD']}"
+        headers["Authorization"] = f"Basic {base64.b64encode(account.encode()).decode()}"
     if method == "GET":
-        request = urllib.request.Request(f"{url}?{urllib.parse.urlencode(payload)}")
+        request = urllib.request.Request(
+            f"{url}?{urllib.parse.urlencode(payload)}", headers=headers
+        )
     else:
         body = json.dumps(payload).encode()
-        request = urllib.request.Request(
-            url, data=body, method=method, headers={"Content-Type": "application/json"}
-        )
+        request = urllib.request.Request(url, data=body, method=method, headers=headers)
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
 

@@ -23,7 +23,14 @@ from mlflow.tracking import MlflowClient
 from mnist_ae.config import Params, flatten
 from mnist_ae.signals import StageTerminatedError, held_signals
 from mnist_ae.tracking.row import LiveTracker
-from mnist_ae.tracking.store import check_reachable, experiment_id, store_lock, tracking_uri
+from mnist_ae.tracking.store import (
+    check_reachable,
+    configure_http_client,
+    experiment_id,
+    explain_failure,
+    store_lock,
+    tracking_uri,
+)
 
 log = logging.getLogger(__name__)
 
@@ -106,18 +113,22 @@ def pipeline_run(stage: str, params: Params, workdir: Path | str) -> Iterator[Li
     if the stage raises, FINISHED otherwise. Yields the tracker the stage logs through.
     """
     uri = tracking_uri()
+    configure_http_client()
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
-    # The client creates a new store's tables: one process at a time, and never half of them.
-    with store_lock(uri), held_signals():
-        client = MlflowClient()
-        experiment = experiment_id(client, params.tracking.experiment_name)
-    tags = without_secrets(_run_tags())
-    existing = client.search_runs(
-        [experiment],
-        filter_string=f"tags.`{INVOCATION_TAG}` = '{tags[INVOCATION_TAG]}'",
-        max_results=1,
-    )
+    try:
+        # The client creates a new store's tables: one process at a time, and never half of them.
+        with store_lock(uri), held_signals():
+            client = MlflowClient()
+            experiment = experiment_id(client, params.tracking.experiment_name)
+        tags = without_secrets(_run_tags())
+        existing = client.search_runs(
+            [experiment],
+            filter_string=f"tags.`{INVOCATION_TAG}` = '{tags[INVOCATION_TAG]}'",
+            max_results=1,
+        )
+    except Exception as exc:
+        raise (explain_failure(uri, exc) or exc) from exc
     run_name = os.environ.get("DVC_EXP_NAME") or None
     try:
         with held_signals():  # see held_signals: no write to the store may stop halfway
@@ -133,11 +144,17 @@ def pipeline_run(stage: str, params: Params, workdir: Path | str) -> Iterator[Li
             stages = run.data.tags.get(STAGES_TAG, "").split(",") if existing else []
             mlflow.set_tags({**tags, STAGES_TAG: ",".join([*filter(None, stages), stage])})
         yield LiveTracker(client, run.info.run_id, Path(workdir))
-    except BaseException:
-        # Already on the way out: an interrupt while marking the run must not replace the
-        # error being reported.
-        with contextlib.suppress(KeyboardInterrupt, StageTerminatedError), held_signals():
+        with held_signals():
+            mlflow.end_run(status="FINISHED")
+    except BaseException as exc:
+        explained = explain_failure(uri, exc)
+        # Already on the way out: neither an interrupt nor a store that is failing right now
+        # may replace the error being reported while the run is marked.
+        with (
+            contextlib.suppress(KeyboardInterrupt, StageTerminatedError, Exception),
+            held_signals(),
+        ):
             mlflow.end_run(status="FAILED")  # nothing to end if start_run itself failed
+        if explained is not None:
+            raise explained from exc
         raise
-    with held_signals():
-        mlflow.end_run(status="FINISHED")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import json
 import os
 import re
 import urllib.error
@@ -14,7 +15,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from requests.exceptions import RequestException
 
 # Seconds a stage waits for the tracking server to answer before giving up (before training).
 PREFLIGHT_TIMEOUT = 5.0
@@ -69,35 +72,121 @@ def sqlite_database(uri: str) -> Path | None:
     return Path(urllib.parse.urlsplit(uri).path.removeprefix("/"))
 
 
+# MLflow's client retries a failing server 7 times with back-off doubling from 2 s (minutes per
+# call). A stage fails in seconds instead (its training resumes from the checkpoint on rerun);
+# each can be overridden in the environment.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+}
+
+
+def configure_http_client() -> None:
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+def _is_http(uri: str) -> bool:
+    return urllib.parse.urlsplit(uri).scheme in ("http", "https")
+
+
+def _authorization(user: str | None, password: str | None) -> str | None:
+    """The header MLflow's client would send: user:password from the URI or from
+    MLFLOW_TRACKING_USERNAME/PASSWORD, else a bearer MLFLOW_TRACKING_TOKEN."""
+    user = user if user is not None else os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = password if password is not None else os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user is not None or password is not None:
+        token = base64.b64encode(f"{user or ''}:{password or ''}".encode()).decode()
+        return f"Basic {token}"
+    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        return f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"
+    return None
+
+
+def _server_message(error: urllib.error.HTTPError) -> str:
+    """`ERROR_CODE: first line of the message` from an MLflow error response, at most 200 chars."""
+    body = error.read().decode(errors="replace")
+    try:
+        answer = json.loads(body)
+        text = f"{answer.get('error_code', '')}: {answer.get('message', '')}".strip(": ")
+    except (ValueError, AttributeError):
+        text = body
+    lines = text.strip().splitlines()
+    line = lines[0] if lines else str(error.reason)
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+def server_problem(uri: str, timeout: float = PREFLIGHT_TIMEOUT) -> str | None:
+    """Why the MLflow server at `uri` cannot take this pipeline's runs, in one line that says
+    what to do; None when an authenticated request that needs its database succeeds.
+
+    Never prints credentials: the URI is shown without them, and the server's answers do not
+    echo them.
+    """
+    bare, user, password = _without_credentials(uri)
+    shown = display_uri(uri)
+    url = bare.split("?")[0].rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
+    request = urllib.request.Request(url)
+    header = _authorization(user, password)
+    if header:
+        request.add_header("Authorization", header)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return None
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            return (
+                f"MLflow tracking server {shown} refused the credentials (HTTP 401); set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to your account on it"
+            )
+        if exc.code == 403:
+            return (
+                f"MLflow tracking server {shown} denied access (HTTP 403: {_server_message(exc)}); "
+                "ask its admin for permission"
+            )
+        if exc.code >= 500:
+            return (
+                f"MLflow tracking server {shown} cannot serve requests (HTTP {exc.code} "
+                f"{_server_message(exc)}); check the server and its database, then run again"
+            )
+        return None  # it answered: a proxy or an older server may not route this endpoint
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return (
+            f"MLflow tracking server {shown} is unreachable ({reason}); "
+            "start it or unset MLFLOW_TRACKING_URI"
+        )
+
+
 def check_reachable(uri: str, timeout: float = PREFLIGHT_TIMEOUT) -> None:
-    """Fail fast, before any training, if the tracking store cannot be used.
+    """Fail fast, before any training, if the tracking store cannot be used: the server is
+    down, refuses the credentials, or cannot reach its database.
 
     MLflow's own client retries an unreachable server with back-off for minutes; one plain
     request with a short timeout tells within seconds.
     """
-    scheme = urllib.parse.urlsplit(uri).scheme
-    if scheme in ("http", "https"):
-        bare, user, password = _without_credentials(uri)
-        request = urllib.request.Request(bare.split("?")[0].rstrip("/") + "/health")
-        if user is not None:
-            token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
-            request.add_header("Authorization", f"Basic {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=timeout):
-                pass
-        except urllib.error.HTTPError:
-            return  # it answered: a server without /health is still a server
-        except (OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise TrackingUnavailableError(
-                f"MLflow tracking server {display_uri(uri)} is unreachable ({reason}); "
-                "start it or unset MLFLOW_TRACKING_URI"
-            ) from None
+    if _is_http(uri):
+        problem = server_problem(uri, timeout)
+        if problem:
+            raise TrackingUnavailableError(problem)
     database = sqlite_database(uri)
     if database is not None and not database.parent.is_dir():
         raise TrackingUnavailableError(
             f"MLflow store {display_uri(uri)}: directory {database.parent} does not exist"
         )
+
+
+def explain_failure(uri: str, error: BaseException) -> TrackingUnavailableError | None:
+    """A one-line TrackingUnavailableError for an error raised by MLflow's HTTP client while a
+    stage ran (the server or its database went away), else None."""
+    if not _is_http(uri) or not isinstance(error, (MlflowException, RequestException)):
+        return None
+    problem = server_problem(uri)
+    if problem is None:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        problem = f"MLflow tracking server {display_uri(uri)} failed a request ({first}); run again"
+    return TrackingUnavailableError(problem)
 
 
 @contextlib.contextmanager
