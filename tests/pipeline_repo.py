@@ -125,8 +125,13 @@ class Pipeline:
         return Pipeline(destination)
 
     def runs(self) -> list:
+        """The runs of this copy's MLflow experiment (params.yaml `tracking.experiment_name`),
+        oldest first."""
+        name = yaml.safe_load((self.root / "params.yaml").read_text())["tracking"][
+            "experiment_name"
+        ]
         client = self.client()
-        experiment = client.get_experiment_by_name("mnist-autoencoders")
+        experiment = client.get_experiment_by_name(name)
         return client.search_runs(
             [experiment.experiment_id], order_by=["attributes.start_time ASC"]
         )

@@ -1,6 +1,7 @@
-"""Experiments in parallel: three `dvc exp run --queue` experiments run by two queue workers
+"""Experiments in parallel: four `dvc exp run --queue` experiments run by two queue workers
 (`dvc queue start -j 2`) log to the SAME MLflow store as a plain `dvc repro` in the workspace,
-each exactly once, with its own params and metrics, and without "database is locked"."""
+each exactly once, with its own params and metrics: the default SQLite store (without
+"database is locked") and the team tracking server."""
 
 from __future__ import annotations
 
@@ -39,9 +40,16 @@ def _stop_workers(pipe: Pipeline) -> None:
             pass
 
 
-@pytest.fixture(scope="module")
-def swept(pristine: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+@pytest.fixture(scope="module", params=["sqlite", "team-server"])
+def swept(
+    request: pytest.FixtureRequest, pristine: Pipeline, tmp_path_factory: pytest.TempPathFactory
+) -> Pipeline:
+    """The queue run once per store: the default SQLite file at the repository root, and the
+    team tracking server (PostgreSQL behind HTTP, as TEAM_USER) in an experiment of its own."""
     pipe = pristine.clone(tmp_path_factory.mktemp("queue") / "repo")
+    if request.param == "team-server":
+        pipe = Pipeline(pipe.root, request.getfixturevalue("tracking_server").url)
+        pipe.edit_params("tracking", "experiment_name", "team-queue")
     # Queued experiments start from the last commit: commit dvc.lock so that unchanged stages
     # are checked out from the cache rather than re-run.
     pipe.run("git", "add", "-A")
@@ -96,7 +104,7 @@ def test_dvc_exp_show_lists_each_experiments_params_and_metrics(swept: Pipeline)
 
 
 def test_each_experiment_is_logged_once_in_the_workspace_store(swept: Pipeline) -> None:
-    runs = swept.runs()  # the workspace's mlflow.db
+    runs = swept.runs()  # the workspace's mlflow.db, or the team server
     assert len(runs) == 1 + len(EXPERIMENTS)
     by_experiment = {run.data.tags.get("dvc.experiment"): run for run in runs}
     assert set(by_experiment) == {None, *EXPERIMENTS}

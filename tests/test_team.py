@@ -1,0 +1,141 @@
+"""The team tracking server under faults, end to end: a wrong password stops a stage before any
+training; PostgreSQL stopped mid-training fails the stage in one line, and once the database is
+back the server serves again and the run is redone. scripts/tracking-server.sh refuses a
+missing or weak admin password before it creates anything.
+
+The session's server (conftest `tracking_server`) is shared: each test logs to an experiment of
+its own, so test_pipeline.py's counts stay exact."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from mnist_ae.team_server import Layout, start_database, stop_database
+from pipeline_repo import SECRETS, Pipeline, TeamServer, tracking_server_command
+from test_faults import CHECKPOINT, UNENDING, _checkpointed_epochs
+
+pytestmark = pytest.mark.e2e
+
+
+def _team_copy(pristine: Pipeline, server: TeamServer, root: Path, experiment: str) -> Pipeline:
+    """A copy of the built repository that logs to the team server, in its own experiment."""
+    pipe = Pipeline(pristine.clone(root).root, server.url)
+    pipe.edit_params("tracking", "experiment_name", experiment)
+    return pipe
+
+
+def _stage_lines(stage: str, stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith(f"{stage}:")]
+
+
+@pytest.mark.parametrize(
+    ("password", "problem"),
+    [
+        (None, "set MLFLOW_AUTH_ADMIN_PASSWORD to the admin password for the first start"),
+        ("password1234", "MLFLOW_AUTH_ADMIN_PASSWORD is too weak"),
+        ("short-pw", "MLFLOW_AUTH_ADMIN_PASSWORD is too weak"),
+    ],
+)
+def test_the_server_refuses_a_missing_or_weak_admin_password(
+    tmp_path: Path, password: str | None, problem: str
+) -> None:
+    folder = tmp_path / "server"
+    environment = {"MLFLOW_AUTH_ADMIN_PASSWORD": password} if password else {}
+    unset = {} if password else {"MLFLOW_AUTH_ADMIN_PASSWORD": ""}
+    result = tracking_server_command("--dir", str(folder), "start", **environment, **unset)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        line for line in result.stderr.splitlines() if line.startswith("tracking-server: error: ")
+    ]
+    assert len(result.stderr.splitlines()) == 1 and problem in result.stderr
+    assert not folder.exists()  # nothing created, no database started
+
+
+def test_a_wrong_password_fails_before_training_in_one_line(
+    pristine: Pipeline, tracking_server: TeamServer, tmp_path: Path
+) -> None:
+    pipe = _team_copy(pristine, tracking_server, tmp_path / "repo", "team-wrong-password")
+    before = pipe.digests()
+    wrong = "not-the-password-7c1e"
+    pipe.env["MLFLOW_TRACKING_PASSWORD"] = wrong
+    started = time.monotonic()
+    ran, result = pipe.repro("--force", "--single-item", "train_conv", check=False)
+    elapsed = time.monotonic() - started
+    assert ran == ["train_conv"] and result.returncode != 0
+    assert _stage_lines("train_conv", result.stderr) == [
+        f"train_conv: error: MLflow tracking server {tracking_server.url} refused the "
+        "credentials (HTTP 401); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to "
+        "your account on it (set MNIST_AE_DEBUG=1 for a traceback)"
+    ]
+    printed = result.stdout + result.stderr
+    assert wrong not in printed and SECRETS["MLFLOW_TRACKING_PASSWORD"] not in printed
+    assert "Epoch 1/" not in result.stdout and "Traceback" not in printed
+    assert not (pipe.root / CHECKPOINT).exists()
+    assert pipe.digests() == before
+    assert elapsed < 60  # one request; MLflow's own retries would take minutes
+
+
+def test_database_stopped_mid_run_fails_in_one_line_and_the_run_can_be_redone(
+    pristine: Pipeline, tracking_server: TeamServer, tmp_path: Path
+) -> None:
+    pipe = _team_copy(pristine, tracking_server, tmp_path / "repo", "team-database-down")
+    pipe.edit_params("train_conv", "early_stopping_patience", None)
+    pipe.edit_params("train_conv", "epochs", UNENDING)
+    before = pipe.digests()
+    layout = Layout(tracking_server.directory)
+    process = subprocess.Popen(
+        ["dvc", "repro", "train_conv"],
+        cwd=pipe.root,
+        env=pipe.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while _checkpointed_epochs(pipe.root / CHECKPOINT) < 2:  # training, and logging epochs
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.02)
+        stop_database(layout)
+        stopped = time.monotonic()
+        _, stderr = process.communicate(timeout=180)
+        failed_after = time.monotonic() - stopped
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        start_database(layout)
+    assert process.returncode != 0
+    (line,) = _stage_lines("train_conv", stderr)
+    assert line.startswith(
+        f"train_conv: error: MLflow tracking server {tracking_server.url} cannot serve requests "
+        "(HTTP 503 TEMPORARILY_UNAVAILABLE: (psycopg.OperationalError) connection failed"
+    ), stderr
+    assert line.endswith(
+        "check the server and its database, then run again (set MNIST_AE_DEBUG=1 for a traceback)"
+    )
+    assert "Traceback" not in stderr
+    assert failed_after < 90  # seconds of retries, not MLflow's default minutes
+    assert pipe.digests() == before  # no output replaced
+    done = _checkpointed_epochs(pipe.root / CHECKPOINT)
+    assert done >= 2
+
+    # The database is back: the same server serves again, and the stage resumes and finishes.
+    pipe.edit_params("train_conv", "epochs", done + 1)
+    ran, result = pipe.repro("train_conv")
+    assert ran == ["check_params", "train_conv"]
+    assert f"resuming from checkpoint {pipe.root / CHECKPOINT} after epoch {done}" in result.stderr
+    failed, redone = pipe.runs()
+    assert failed.info.status in ("RUNNING", "FAILED")  # it could not be marked: no database
+    assert redone.info.status == "FINISHED"
+    steps = [
+        metric.step
+        for metric in pipe.client().get_metric_history(redone.info.run_id, "conv.val_loss")
+    ]
+    assert sorted(steps) == list(range(1, done + 2))
+    assert redone.data.metrics["conv.epochs_run"] == done + 1
