@@ -33,6 +33,18 @@ if [ "${1:-}" = lock ]; then
   "$uv" lock
 fi
 
+# The team tracking server and its tests need PostgreSQL's programs (initdb, pg_ctl; README
+# "Working as a team"). Install Debian's package where we can; elsewhere say what is missing.
+if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup-env: installing PostgreSQL from Debian's packages" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "setup-env: warning: PostgreSQL (initdb, pg_ctl) not found: the team tracking server" \
+      "and its tests need it (Debian/Ubuntu: apt install postgresql; macOS: brew install postgresql@16)" >&2
+  fi
+fi
+
 # --locked: install exactly uv.lock, and stop if it no longer matches pyproject.toml (then run
 # `make lock`). No Python downloads: use $python. --link-mode copy: the environment shares no
 # files with uv's cache.

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import http.server
+import json
 import os
 import random
 import signal
+import threading
 import time
+import typing
 from pathlib import Path
 
 import mlflow
@@ -82,6 +87,110 @@ def test_unreachable_server_fails_within_the_timeout() -> None:
         "refused)"
     )
     assert "u:p" not in str(error.value)
+
+
+class _Answers(http.server.BaseHTTPRequestHandler):
+    """A stand-in MLflow server: answers every request with the class's status and body, and
+    records the Authorization header it got."""
+
+    status = 200
+    body = b"{}"
+    seen: typing.ClassVar[list[str | None]] = []
+
+    def do_GET(self) -> None:
+        type(self).seen.append(self.headers.get("Authorization"))
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *arguments: object) -> None:
+        pass
+
+
+@pytest.fixture
+def answering() -> typing.Iterator[type[_Answers]]:
+    """A stand-in server on 127.0.0.1; set `.status` and `.body` on the yielded class."""
+    handler = type("Handler", (_Answers,), {"seen": []})
+    server = http.server.HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    handler.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield handler
+    server.shutdown()
+    server.server_close()
+
+
+def test_server_problems_are_one_line_naming_the_server_without_credentials(
+    answering: type[_Answers], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cret-pw-1234")
+    url = answering.url
+    assert store.server_problem(url) is None  # 200: reachable, credentials and database fine
+    assert answering.seen[-1] == "Basic " + base64.b64encode(b"alice:s3cret-pw-1234").decode()
+    answering.status = 401
+    assert store.server_problem(url) == (
+        f"MLflow tracking server {url} refused the credentials (HTTP 401); set "
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to your account on it"
+    )
+    answering.status = 403
+    answering.body = b'{"error_code": "PERMISSION_DENIED", "message": "Permission denied"}'
+    assert store.server_problem(url) == (
+        f"MLflow tracking server {url} denied access (HTTP 403: PERMISSION_DENIED: Permission "
+        "denied); ask its admin for permission"
+    )
+    answering.status = 503
+    answering.body = json.dumps(
+        {"error_code": "TEMPORARILY_UNAVAILABLE", "message": "connection failed\nsecond line"}
+    ).encode()
+    problem = store.server_problem(url)
+    assert problem == (
+        f"MLflow tracking server {url} cannot serve requests (HTTP 503 TEMPORARILY_UNAVAILABLE: "
+        "connection failed); check the server and its database, then run again"
+    )
+    with pytest.raises(store.TrackingUnavailableError, match="HTTP 503"):
+        store.check_reachable(url)
+    # Credentials in the URI win over the environment and are never shown.
+    answering.status = 401
+    inline = url.replace("http://", "http://bob:inline-pw-5678@")
+    assert "inline-pw" not in store.server_problem(inline)
+    assert answering.seen[-1] == "Basic " + base64.b64encode(b"bob:inline-pw-5678").decode()
+    answering.status = 404  # answered, without this endpoint (a proxy): MLflow decides later
+    assert store.server_problem(url) is None
+
+
+def test_a_failure_mid_run_is_explained_only_for_a_server_and_its_client_errors(
+    answering: type[_Answers],
+) -> None:
+    from mlflow.exceptions import MlflowException
+
+    answering.status = 503
+    answering.body = b'{"error_code": "TEMPORARILY_UNAVAILABLE", "message": "db down"}'
+    failure = MlflowException("API request to .../log-batch failed: too many 503 error responses")
+    explained = store.explain_failure(answering.url, failure)
+    assert isinstance(explained, store.TrackingUnavailableError)
+    assert "HTTP 503 TEMPORARILY_UNAVAILABLE: db down" in str(explained)
+    assert store.explain_failure(answering.url, ValueError("not MLflow's")) is None
+    assert store.explain_failure("sqlite:///x.db", failure) is None
+    answering.status = 200  # the server is fine again: the client's own message, shortened
+    explained = store.explain_failure(answering.url, failure)
+    assert str(explained) == (
+        f"MLflow tracking server {answering.url} failed a request (API request to "
+        ".../log-batch failed: too many 503 error responses); run again"
+    )
+
+
+def test_the_http_client_gives_up_in_seconds_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in store.HTTP_DEFAULTS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "9")
+    store.configure_http_client()
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "9"  # the user's own setting stays
+    assert os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] == "1"
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "60"
 
 
 def test_new_store_is_created_once_by_concurrent_stages(tmp_path: Path) -> None:

@@ -126,12 +126,24 @@ def _pg_prefix() -> list[str]:
     return ["runuser", "-u", os.environ.get(PG_USER_ENV, "postgres"), "--"]
 
 
+def _program(name: str) -> str:
+    """`name` on PATH, else in Debian's /usr/lib/postgresql/<version>/bin (not on PATH there)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+        key=lambda path: int(path.parts[-3]) if path.parts[-3].isdigit() else 0,
+    )
+    if versions:
+        return str(versions[-1])
+    raise ServerError(f"PostgreSQL's `{name}` was not found; install PostgreSQL 15 or newer")
+
+
 def _pg(*command: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
     program = command[0]
-    if shutil.which(program) is None:
-        raise ServerError(f"PostgreSQL's `{program}` is not on PATH; install PostgreSQL (15+)")
     result = subprocess.run(
-        [*_pg_prefix(), *command],
+        [*_pg_prefix(), _program(program), *command[1:]],
         input=stdin,
         capture_output=True,
         text=True,
