@@ -139,3 +139,26 @@ def test_database_stopped_mid_run_fails_in_one_line_and_the_run_can_be_redone(
     ]
     assert sorted(steps) == list(range(1, done + 2))
     assert redone.data.metrics["conv.epochs_run"] == done + 1
+
+
+def test_a_committed_result_is_logged_to_the_server_without_retraining(
+    pristine: Pipeline, built_pipeline: Pipeline, tracking_server: TeamServer, tmp_path: Path
+) -> None:
+    """The README's way to bring a result (its outputs pulled from DVC) to the server: the
+    report stage alone fills a complete row from the files, the models aside."""
+    pipe = _team_copy(pristine, tracking_server, tmp_path / "repo", "team-imported")
+    ran, _ = pipe.repro("--force", "--single-item", "report")
+    assert ran == ["report"]
+    (imported,) = pipe.runs()
+    original = built_pipeline.runs()[0]  # the session's first, complete row
+    assert imported.info.status == "FINISHED"
+    assert imported.data.metrics.keys() == original.data.metrics.keys()
+    for key, value in original.data.metrics.items():
+        assert imported.data.metrics[key] == pytest.approx(value), key
+    client = pipe.client()
+    for curve in ("conv.val_loss", "dense.val_loss"):
+        history = client.get_metric_history(imported.info.run_id, curve)
+        assert len(history) == len(client.get_metric_history(original.info.run_id, curve))
+    for folder in ("figures", "reports"):
+        names = {item.path for item in client.list_artifacts(imported.info.run_id, folder)}
+        assert names == {item.path for item in client.list_artifacts(original.info.run_id, folder)}
