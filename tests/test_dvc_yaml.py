@@ -132,3 +132,36 @@ def test_imports_are_found_transitively_lazily_and_relatively(tmp_path: Path) ->
     ):
         assert expected in found, expected
     assert "src/mnist_ae/models.py" not in found
+
+
+def test_the_committed_dvc_lock_is_the_result_of_the_committed_code_and_params(
+    tmp_path: Path,
+) -> None:
+    """dvc.lock is committed on main (README "Working as a team"): it must be what `dvc repro`
+    wrote for this very dvc.yaml, code and params.yaml, or a colleague's `dvc pull` would give
+    outputs that DVC itself calls stale. Checked on a copy of the git-tracked files only, where
+    every pipeline output is missing: each stage may lack outputs (its own, or another
+    stage's that it reads), but no command, tracked file or param may differ from the lock.
+    After changing code or params: `dvc repro`, then commit dvc.lock with the change."""
+    tracked = Pipeline(REPO).run("git", "ls-files", "-z").stdout.split("\0")
+    for name in filter(None, tracked):
+        if (REPO / name).is_file():
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name).write_bytes((REPO / name).read_bytes())
+    assert "dvc.lock" in tracked
+    copy = Pipeline(tmp_path)
+    copy.run("git", "init", "-q")
+    status = json.loads(copy.run("dvc", "status", "--json").stdout)
+    produced = {artifact.path for artifact in artifacts.ALL}
+    stale = {}
+    for stage, changes in status.items():
+        for change in changes:
+            if not isinstance(change, dict):  # e.g. "changed command", "always changed"
+                stale.setdefault(stage, []).append(change)
+                continue
+            for kind, entries in change.items():
+                for path, state in entries.items():
+                    allowed = state in ("deleted", "not in cache") and path in produced
+                    if kind not in ("changed deps", "changed outs") or not allowed:
+                        stale.setdefault(stage, []).append({kind: {path: state}})
+    assert stale == {}, "dvc.lock is stale: run `dvc repro` and commit dvc.lock"
