@@ -48,10 +48,10 @@ def _checkpointed_epochs(path: Path) -> int:
         return 0
 
 
-def _interrupt_training(pipe: Pipeline, sig: signal.Signals) -> tuple[int, str]:
-    """Start `dvc repro train_conv` for UNENDING epochs, wait until its checkpoint holds
-    SIGNAL_AFTER_EPOCH epochs, then signal the stage process (for SIGINT: the whole process
-    group, as Ctrl-C in a terminal does). Returns the epochs checkpointed and dvc's stderr."""
+def start_unending_training(pipe: Pipeline) -> subprocess.Popen:
+    """Start `dvc repro train_conv` for UNENDING epochs (its own process group) and return once
+    its checkpoint holds SIGNAL_AFTER_EPOCH epochs: the stage is training, and logging each
+    epoch. The caller must end the process."""
     pipe.edit_params("train_conv", "epochs", UNENDING)
     checkpoint = pipe.root / CHECKPOINT
     checkpoint.unlink(missing_ok=True)
@@ -70,6 +70,20 @@ def _interrupt_training(pipe: Pipeline, sig: signal.Signals) -> tuple[int, str]:
             assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, "no checkpoint within 300 s"
             time.sleep(0.02)
+    except BaseException:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    return process
+
+
+def _interrupt_training(pipe: Pipeline, sig: signal.Signals) -> tuple[int, str]:
+    """Start training for UNENDING epochs, wait until its checkpoint holds SIGNAL_AFTER_EPOCH
+    epochs, then signal the stage process (for SIGINT: the whole process group, as Ctrl-C in a
+    terminal does). Returns the epochs checkpointed and dvc's stderr."""
+    process = start_unending_training(pipe)
+    checkpoint = pipe.root / CHECKPOINT
+    try:
         # The stage is DVC's own child: `exec` in its command leaves no shell in between.
         stage = [
             child

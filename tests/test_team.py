@@ -8,7 +8,8 @@ its own, so test_pipeline.py's counts stay exact."""
 
 from __future__ import annotations
 
-import subprocess
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 
 from mnist_ae.team_server import Layout, start_database, stop_database
 from pipeline_repo import SECRETS, Pipeline, TeamServer, tracking_server_command
-from test_faults import CHECKPOINT, UNENDING, _checkpointed_epochs
+from test_faults import CHECKPOINT, _checkpointed_epochs, start_unending_training
 
 pytestmark = pytest.mark.e2e
 
@@ -84,30 +85,17 @@ def test_database_stopped_mid_run_fails_in_one_line_and_the_run_can_be_redone(
 ) -> None:
     pipe = _team_copy(pristine, tracking_server, tmp_path / "repo", "team-database-down")
     pipe.edit_params("train_conv", "early_stopping_patience", None)
-    pipe.edit_params("train_conv", "epochs", UNENDING)
     before = pipe.digests()
     layout = Layout(tracking_server.directory)
-    process = subprocess.Popen(
-        ["dvc", "repro", "train_conv"],
-        cwd=pipe.root,
-        env=pipe.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_unending_training(pipe)
     try:
-        deadline = time.monotonic() + 300
-        while _checkpointed_epochs(pipe.root / CHECKPOINT) < 2:  # training, and logging epochs
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "no checkpoint within 300 s"
-            time.sleep(0.02)
         stop_database(layout)
         stopped = time.monotonic()
         _, stderr = process.communicate(timeout=180)
         failed_after = time.monotonic() - stopped
     finally:
         if process.poll() is None:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
             process.communicate()
         start_database(layout)
     assert process.returncode != 0
