@@ -38,10 +38,15 @@ fi
 if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup-env: installing PostgreSQL from Debian's packages" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } \
+        >/tmp/setup-env-apt.log 2>&1; then
+      echo "setup-env: warning: could not install PostgreSQL (see /tmp/setup-env-apt.log): the" \
+        "team tracking server and the end-to-end tests need it" >&2
+    fi
   else
     echo "setup-env: warning: PostgreSQL (initdb, pg_ctl) not found: the team tracking server" \
-      "and its tests need it (Debian/Ubuntu: apt install postgresql; macOS: brew install postgresql@16)" >&2
+      "and the end-to-end tests need it (Debian/Ubuntu: apt install postgresql; macOS:" \
+      "brew install postgresql@16, then put \$(brew --prefix postgresql@16)/bin on PATH)" >&2
   fi
 fi
 

@@ -117,12 +117,12 @@ class Pipeline:
     def client(self) -> MlflowClient:
         return MlflowClient(self.tracking_uri or f"sqlite:///{self.root / 'mlflow.db'}")
 
-    def clone(self, destination: Path) -> Pipeline:
-        """An independent copy (git, DVC cache, outputs) with an empty MLflow store of its own
-        (the default one, whatever this copy logs to)."""
+    def clone(self, destination: Path, tracking_uri: str | None = None) -> Pipeline:
+        """An independent copy (git, DVC cache, outputs) that logs to `tracking_uri`, by default
+        to an empty MLflow store of its own (whatever this copy logs to)."""
         ignore = shutil.ignore_patterns("mlflow.db*", "mlruns", ".checkpoints")
         shutil.copytree(self.root, destination, symlinks=True, ignore=ignore)
-        return Pipeline(destination)
+        return Pipeline(destination, tracking_uri)
 
     def runs(self) -> list:
         """The runs of this copy's MLflow experiment (params.yaml `tracking.experiment_name`),
@@ -137,8 +137,8 @@ class Pipeline:
         )
 
 
-def build(root: Path, tracking_uri: str | None = None) -> Pipeline:
-    """Copy the tracked files to `root`, shrink params.yaml, commit, and run `dvc repro`."""
+def copy_tracked(root: Path) -> list[str]:
+    """Copy the repository's git-tracked files (as in the working tree) to `root`; their names."""
     tracked = subprocess.run(
         ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.split("\0")
@@ -146,6 +146,12 @@ def build(root: Path, tracking_uri: str | None = None) -> Pipeline:
         if (REPO / name).is_file():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, root / name)
+    return [name for name in tracked if name]
+
+
+def build(root: Path, tracking_uri: str | None = None) -> Pipeline:
+    """Copy the tracked files to `root`, shrink params.yaml, commit, and run `dvc repro`."""
+    copy_tracked(root)
     params_path = root / "params.yaml"
     params_path.write_text(
         yaml.safe_dump(shrink(yaml.safe_load(params_path.read_text())), sort_keys=False)
@@ -174,11 +180,12 @@ class TeamServer:
     directory: Path  # the server's folder (mnist_ae.team_server.Layout)
 
 
-def tracking_server_command(*arguments: str, **env: str) -> subprocess.CompletedProcess:
-    """scripts/tracking-server.sh, as a user runs it."""
+def tracking_server_command(*arguments: str, **env: str | None) -> subprocess.CompletedProcess:
+    """scripts/tracking-server.sh, as a user runs it; `env` adds variables (None: removes)."""
+    environment = {**os.environ, **env}
     return subprocess.run(
         ["bash", str(REPO / "scripts/tracking-server.sh"), *arguments],
-        env={**os.environ, **env},
+        env={name: value for name, value in environment.items() if value is not None},
         capture_output=True,
         text=True,
         timeout=300,

@@ -17,7 +17,7 @@ import yaml
 
 from dvc_yaml_guard import REPO, imported_files, leaves
 from mnist_ae import artifacts
-from pipeline_repo import STAGES, Pipeline
+from pipeline_repo import STAGES, Pipeline, copy_tracked
 
 DVC_YAML = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
@@ -143,12 +143,7 @@ def test_the_committed_dvc_lock_is_the_result_of_the_committed_code_and_params(
     every pipeline output is missing: each stage may lack outputs (its own, or another
     stage's that it reads), but no command, tracked file or param may differ from the lock.
     After changing code or params: `dvc repro`, then commit dvc.lock with the change."""
-    tracked = Pipeline(REPO).run("git", "ls-files", "-z").stdout.split("\0")
-    for name in filter(None, tracked):
-        if (REPO / name).is_file():
-            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-            (tmp_path / name).write_bytes((REPO / name).read_bytes())
-    assert "dvc.lock" in tracked
+    assert "dvc.lock" in copy_tracked(tmp_path)
     copy = Pipeline(tmp_path)
     copy.run("git", "init", "-q")
     status = json.loads(copy.run("dvc", "status", "--json").stdout)

@@ -46,9 +46,9 @@ def swept(
 ) -> Pipeline:
     """The queue run once per store: the default SQLite file at the repository root, and the
     team tracking server (PostgreSQL behind HTTP, as TEAM_USER) in an experiment of its own."""
-    pipe = pristine.clone(tmp_path_factory.mktemp("queue") / "repo")
-    if request.param == "team-server":
-        pipe = Pipeline(pipe.root, request.getfixturevalue("tracking_server").url)
+    server = request.getfixturevalue("tracking_server") if request.param == "team-server" else None
+    pipe = pristine.clone(tmp_path_factory.mktemp("queue") / "repo", server and server.url)
+    if server:
         pipe.edit_params("tracking", "experiment_name", "team-queue")
     # Queued experiments start from the last commit: commit dvc.lock so that unchanged stages
     # are checked out from the cache rather than re-run.

@@ -349,7 +349,7 @@ def test_an_s3_failure_names_its_cause_and_leaves_the_workspace_alone(
         text=True,
         timeout=60,
     )
-    assert result.returncode != 0
+    assert result.returncode in (1, 255)  # DVC's own codes (README, "A DVC remote")
     for words in MESSAGES[failure, command]:
         assert words in result.stderr, result.stderr
     assert "Traceback" not in result.stderr

@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
 import pytest
 
 from mnist_ae.team_server import Layout, start_database, stop_database
-from pipeline_repo import SECRETS, Pipeline, TeamServer, tracking_server_command
+from pipeline_repo import (
+    ADMIN_PASSWORD,
+    SECRETS,
+    Pipeline,
+    TeamServer,
+    free_port,
+    tracking_server_command,
+)
 from test_faults import CHECKPOINT, _checkpointed_epochs, start_unending_training
 
 pytestmark = pytest.mark.e2e
@@ -24,7 +32,7 @@ pytestmark = pytest.mark.e2e
 
 def _team_copy(pristine: Pipeline, server: TeamServer, root: Path, experiment: str) -> Pipeline:
     """A copy of the built repository that logs to the team server, in its own experiment."""
-    pipe = Pipeline(pristine.clone(root).root, server.url)
+    pipe = pristine.clone(root, server.url)
     pipe.edit_params("tracking", "experiment_name", experiment)
     return pipe
 
@@ -45,15 +53,41 @@ def test_the_server_refuses_a_missing_or_weak_admin_password(
     tmp_path: Path, password: str | None, problem: str
 ) -> None:
     folder = tmp_path / "server"
-    environment = {"MLFLOW_AUTH_ADMIN_PASSWORD": password} if password else {}
-    unset = {} if password else {"MLFLOW_AUTH_ADMIN_PASSWORD": ""}
-    result = tracking_server_command("--dir", str(folder), "start", **environment, **unset)
+    result = tracking_server_command(
+        "--dir",
+        str(folder),
+        "start",
+        "--port",
+        str(free_port()),
+        MLFLOW_AUTH_ADMIN_PASSWORD=password,
+    )
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         line for line in result.stderr.splitlines() if line.startswith("tracking-server: error: ")
     ]
     assert len(result.stderr.splitlines()) == 1 and problem in result.stderr
     assert not folder.exists()  # nothing created, no database started
+
+
+@pytest.mark.parametrize("option", ["--port", "--db-port"])
+def test_a_start_on_a_busy_port_fails_in_one_line_and_leaves_nothing(
+    tmp_path: Path, option: str
+) -> None:
+    folder = tmp_path / "server"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        other = "--db-port" if option == "--port" else "--port"
+        result = tracking_server_command(
+            *("--dir", str(folder), "start", option, str(port), other, str(free_port())),
+            MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"tracking-server: error: port {port} on 127.0.0.1 is in use; choose another with {option}"
+    ]
+    assert not folder.exists()
 
 
 def test_a_wrong_password_fails_before_training_in_one_line(

@@ -179,13 +179,20 @@ def test_a_failure_mid_run_is_explained_only_for_a_server_and_its_client_errors(
         f"MLflow tracking server {answering.url} failed a request (API request to "
         ".../log-batch failed: too many 503 error responses); run again"
     )
+    # MLflow's message quotes the URL it called, with any credentials of the tracking URI.
+    inline = answering.url.replace("http://", "http://alice:TOPSECRET-pw@")
+    leaking = MlflowException(f"API request to {inline}/api/2.0/mlflow/runs/log-batch failed")
+    explained = str(store.explain_failure(inline, leaking))
+    assert "TOPSECRET" not in explained and "alice" not in explained
+    assert f"API request to {answering.url}/api/2.0/mlflow/runs/log-batch failed" in explained
 
 
 def test_the_http_client_gives_up_in_seconds_unless_told_otherwise(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for name in store.HTTP_DEFAULTS:
-        monkeypatch.delenv(name, raising=False)
+    for name in store.HTTP_DEFAULTS:  # set first, so that monkeypatch restores the absence
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "9")
     store.configure_http_client()
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "9"  # the user's own setting stays

@@ -27,6 +27,7 @@ import pwd
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -36,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+
+from mnist_ae.tracking.run import SECRET_NAME
 
 DEFAULT_DIR = Path(".tracking-server")
 DIR_ENV = "MNIST_AE_SERVER_DIR"
@@ -82,8 +85,13 @@ class Layout:
         return self.root / "flask-secret-key"
 
     @property
-    def settings(self) -> Path:  # fixed at the first start: the database port
+    def settings(self) -> Path:  # the database port and default permission; written once the
+        # first start has succeeded
         return self.root / "settings.json"
+
+    @property
+    def pending_settings(self) -> Path:  # during the first start
+        return self.root / "settings.json.new"
 
     @property
     def auth_config(self) -> Path:
@@ -123,7 +131,21 @@ def _pg_prefix() -> list[str]:
     """Run PostgreSQL's programs as an unprivileged user when we are root (they refuse root)."""
     if os.geteuid() != 0:
         return []
-    return ["runuser", "-u", os.environ.get(PG_USER_ENV, "postgres"), "--"]
+    user = _pg_user()
+    if shutil.which("runuser") is None:
+        raise ServerError(f"running as root needs `runuser` to start PostgreSQL as {user.pw_name}")
+    return ["runuser", "-u", user.pw_name, "--"]
+
+
+def _pg_user() -> pwd.struct_passwd:
+    name = os.environ.get(PG_USER_ENV, "postgres")
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        raise ServerError(
+            f"no user {name!r} to run PostgreSQL as (it refuses root): set {PG_USER_ENV} to an "
+            "unprivileged user, or run this as one"
+        ) from None
 
 
 def _program(name: str) -> str:
@@ -142,24 +164,33 @@ def _program(name: str) -> str:
 
 def _pg(*command: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
     program = command[0]
-    result = subprocess.run(
-        [*_pg_prefix(), _program(program), *command[1:]],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "LC_ALL": "C"},
-    )
+    try:
+        result = _run_pg(command, stdin)
+    except subprocess.TimeoutExpired:
+        raise ServerError(f"`{program}` did not finish within 120 s") from None
     if check and result.returncode != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()
         raise ServerError(f"`{program}` failed: {detail[-1] if detail else result.returncode}")
     return result
 
 
+def _run_pg(command: tuple[str, ...], stdin: str | None) -> subprocess.CompletedProcess:
+    program = command[0]
+    return subprocess.run(
+        [*_pg_prefix(), _program(program), *command[1:]],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        # Nothing else of ours: the database server keeps its environment for its lifetime.
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"},
+    )
+
+
 def _make_postgres_folder(layout: Layout) -> None:
     layout.postgres.mkdir(mode=0o700)
     if os.geteuid() == 0:
-        user = pwd.getpwnam(os.environ.get(PG_USER_ENV, "postgres"))
+        user = _pg_user()
         os.chown(layout.postgres, user.pw_uid, user.pw_gid)
         if _pg("test", "-w", str(layout.postgres), check=False).returncode != 0:
             layout.postgres.rmdir()
@@ -176,7 +207,7 @@ def init_database(layout: Layout, db_port: int) -> None:
     _write_private(layout.db_password, password + "\n")
     # initdb reads the password from a file, written by (and readable only for) its own user.
     pwfile = layout.postgres / "initdb-password"
-    _pg("sh", "-c", f"umask 077 && cat > '{pwfile}'", stdin=password + "\n")
+    _pg("sh", "-c", 'umask 077 && cat > "$1"', "sh", str(pwfile), stdin=password + "\n")
     try:
         _init_cluster(layout, pwfile)
     finally:
@@ -187,7 +218,7 @@ def init_database(layout: Layout, db_port: int) -> None:
         f"port = {db_port}\n"
         "unix_socket_directories = ''\n"
     )
-    _pg("sh", "-c", f"cat >> '{layout.pgdata / 'postgresql.conf'}'", stdin=settings)
+    _pg("sh", "-c", 'cat >> "$1"', "sh", str(layout.pgdata / "postgresql.conf"), stdin=settings)
 
 
 def _init_cluster(layout: Layout, pwfile: Path) -> None:
@@ -230,7 +261,8 @@ def start_database(layout: Layout) -> None:
         check=False,
     )
     if result.returncode != 0:
-        raise ServerError(f"PostgreSQL did not start; see {layout.pglog}")
+        port = _settings(layout)["db_port"]
+        raise ServerError(f"PostgreSQL did not start (is port {port} in use?); see {layout.pglog}")
 
 
 def stop_database(layout: Layout) -> None:
@@ -273,7 +305,10 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def _settings(layout: Layout) -> dict:
-    return json.loads(layout.settings.read_text())
+    for path in (layout.settings, layout.pending_settings):
+        if path.exists():
+            return json.loads(path.read_text())
+    raise ServerError(f"{layout.root} holds no server; `start` makes one")
 
 
 def _write_auth_config(layout: Layout, default_permission: str) -> None:
@@ -295,12 +330,12 @@ def _running_server(layout: Layout) -> dict | None:
     """server.json if its process is alive, else None (and a stale file is removed)."""
     if not layout.state.exists():
         return None
-    state = json.loads(layout.state.read_text())
     try:
+        state = json.loads(layout.state.read_text())
         process = psutil.Process(state["pid"])
         if process.create_time() == state["create_time"]:
             return state
-    except psutil.Error:
+    except (psutil.Error, ValueError, KeyError, TypeError):
         pass
     layout.state.unlink()
     return None
@@ -314,42 +349,95 @@ def _healthy(url: str) -> bool:
         return False
 
 
+LOCAL_HOSTS = "localhost,localhost:*,127.0.0.1,127.0.0.1:*"
+
+
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _empty(folder: Path) -> None:
+    """Remove what a failed first start made in `folder` (which was empty before)."""
+    for entry in folder.iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
 def start(
     layout: Layout,
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
-    db_port: int = DEFAULT_DB_PORT,
+    db_port: int | None = None,
     workers: int = 2,
     allowed_hosts: str | None = None,
-    default_permission: str = "EDIT",
+    default_permission: str | None = None,
 ) -> str:
-    """Start PostgreSQL and the server (initialising the folder the first time); its URL."""
+    """Start PostgreSQL and the server (initialising the folder the first time); its URL.
+
+    `db_port` is fixed at the first start; `default_permission` (EDIT at first) is remembered
+    until a start names another. A first start that fails leaves the folder empty again.
+    """
     running = _running_server(layout)
     if running:
         raise ServerError(f"already running at {running['url']} (pid {running['pid']})")
-    first = not layout.settings.exists()
-    if first:
-        admin_password = check_admin_password(os.environ.get(ADMIN_PASSWORD_ENV))
-        # Under root, the PostgreSQL user must be able to pass through (files inside are 0600).
-        layout.root.mkdir(mode=0o711 if os.geteuid() == 0 else 0o700, parents=True, exist_ok=True)
-        if any(layout.root.iterdir()):
-            raise ServerError(f"{layout.root} is not empty and holds no server; choose a new --dir")
-        try:
-            init_database(layout, db_port)
-        except BaseException:
-            shutil.rmtree(layout.postgres, ignore_errors=True)  # ours: the folder was empty
-            layout.db_password.unlink(missing_ok=True)
-            raise
+    if not _port_free(port, "127.0.0.1" if host in ("0.0.0.0", "::") else host):
+        raise ServerError(f"port {port} on {host} is in use; choose another with --port")
+    if layout.settings.exists():  # written by the first start that succeeded
+        settings = _settings(layout)
+        if db_port is not None and db_port != settings["db_port"]:
+            raise ServerError(
+                f"the database of {layout.root} listens on port {settings['db_port']}, fixed at "
+                "its first start; leave out --db-port"
+            )
+        if default_permission and default_permission != settings["default_permission"]:
+            settings["default_permission"] = default_permission
+            _write_private(layout.settings, json.dumps(settings) + "\n")
+        return _serve(layout, host, port, workers, allowed_hosts, admin_password=None)
+    admin_password = check_admin_password(os.environ.get(ADMIN_PASSWORD_ENV))
+    db_port = db_port or DEFAULT_DB_PORT
+    if not _port_free(db_port):
+        raise ServerError(f"port {db_port} on 127.0.0.1 is in use; choose another with --db-port")
+    # Under root, the PostgreSQL user must be able to pass through (files inside are 0600).
+    layout.root.mkdir(mode=0o711 if os.geteuid() == 0 else 0o700, parents=True, exist_ok=True)
+    if any(layout.root.iterdir()):
+        raise ServerError(f"{layout.root} is not empty and holds no server; choose a new --dir")
+    try:
+        init_database(layout, db_port)
         _write_private(layout.flask_secret, secrets.token_urlsafe(32) + "\n")
-        _write_private(layout.settings, json.dumps({"db_port": db_port}) + "\n")
-    layout.artifacts.mkdir(exist_ok=True)
+        settings = {"db_port": db_port, "default_permission": default_permission or "EDIT"}
+        _write_private(layout.pending_settings, json.dumps(settings) + "\n")
+        url = _serve(layout, host, port, workers, allowed_hosts, admin_password)
+        layout.pending_settings.rename(layout.settings)
+    except BaseException:
+        _empty(layout.root)  # _serve stopped what it started
+        raise
+    return url
+
+
+def _serve(
+    layout: Layout,
+    host: str,
+    port: int,
+    workers: int,
+    allowed_hosts: str | None,
+    admin_password: str | None,
+) -> str:
+    """Start the database and the MLflow server; on any failure stop both again."""
+    settings = _settings(layout)
     start_database(layout)
+    server = None
     try:
         create_databases(layout)
-        _write_auth_config(layout, default_permission)
+        _write_auth_config(layout, settings["default_permission"])
+        layout.artifacts.mkdir(mode=0o700, exist_ok=True)
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-        if _healthy(url):
-            raise ServerError(f"something already answers at {url}; choose another --port")
         command = [
             sys.executable, "-m", "mlflow", "server",
             "--host", host,
@@ -359,17 +447,21 @@ def start(
             "--app-name", "basic-auth",
             "--workers", str(workers),
         ]  # fmt: skip
-        if allowed_hosts:
-            command += ["--allowed-hosts", allowed_hosts]
+        if allowed_hosts:  # MLflow's list replaces its default: keep this machine's own names
+            command += ["--allowed-hosts", f"{allowed_hosts},{LOCAL_HOSTS}"]
+        # The server keeps its environment for its lifetime: none of the caller's secrets.
         environment = {
-            **os.environ,
-            "PGPASSWORD": layout.db_password.read_text().strip(),
-            "MLFLOW_AUTH_CONFIG_PATH": str(layout.auth_config.resolve()),
-            "MLFLOW_FLASK_SERVER_SECRET_KEY": layout.flask_secret.read_text().strip(),
+            name: value for name, value in os.environ.items() if not SECRET_NAME.search(name)
         }
-        if first:
+        environment.update(
+            PGPASSWORD=layout.db_password.read_text().strip(),
+            MLFLOW_AUTH_CONFIG_PATH=str(layout.auth_config.resolve()),
+            MLFLOW_FLASK_SERVER_SECRET_KEY=layout.flask_secret.read_text().strip(),
+        )
+        if admin_password:
             environment[ADMIN_PASSWORD_ENV] = admin_password
-        with open(layout.log, "ab") as log:
+        descriptor = os.open(layout.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(descriptor, "ab") as log:
             server = subprocess.Popen(
                 command,
                 cwd=layout.root,
@@ -382,14 +474,15 @@ def start(
         deadline = time.monotonic() + START_TIMEOUT
         while not _healthy(url):
             if server.poll() is not None or time.monotonic() > deadline:
-                _kill_group(server.pid)
                 raise ServerError(f"the MLflow server did not start; see {layout.log}")
             time.sleep(0.5)
+        state = {"pid": server.pid, "create_time": psutil.Process(server.pid).create_time()}
+        _write_private(layout.state, json.dumps({**state, "url": url}) + "\n")
     except BaseException:
+        if server is not None:
+            _kill_group(server.pid)
         stop_database(layout)
         raise
-    state = {"pid": server.pid, "create_time": psutil.Process(server.pid).create_time(), "url": url}
-    layout.state.write_text(json.dumps(state) + "\n")
     return url
 
 
@@ -398,15 +491,22 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
         with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
+            os.waitpid(pid, os.WNOHANG)  # our own child (a failed start): reap it
+        if not _live_members(pid):  # zombies left to a parent that never reaps them count out
+            return
         time.sleep(0.2)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
+
+
+def _live_members(group: int) -> list[psutil.Process]:
+    members = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getpgid(process.pid) == group and process.status() != psutil.STATUS_ZOMBIE:
+                members.append(process)
+    return members
 
 
 def stop(layout: Layout) -> None:
@@ -454,7 +554,9 @@ def add_user(url: str, name: str, password: str) -> None:
             message = json.loads(body).get("message", body)
         except ValueError:
             message = body
-        message = (message or exc.reason).strip().splitlines()[0] if (message or exc.reason) else ""
+        message = (str(message or exc.reason).strip().splitlines() or [""])[0]
+        if exc.code == 401:
+            message += f" (set {ADMIN_PASSWORD_ENV} to the admin's current password)"
         raise ServerError(
             f"{url} refused to create user {name!r} (HTTP {exc.code}): {message}"
         ) from None
@@ -477,7 +579,9 @@ def main(argv: list[str] | None = None) -> int:
     start_parser.add_argument("--host", default="127.0.0.1", help="address to bind (%(default)s)")
     start_parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     start_parser.add_argument(
-        "--db-port", type=int, default=DEFAULT_DB_PORT, help="first start only (%(default)s)"
+        "--db-port",
+        type=int,
+        help=f"PostgreSQL's port, fixed at the first start ({DEFAULT_DB_PORT})",
     )
     start_parser.add_argument("--workers", type=int, default=2)
     start_parser.add_argument(
@@ -485,9 +589,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     start_parser.add_argument(
         "--default-permission",
-        default="EDIT",
+        default=None,
         choices=["READ", "EDIT", "MANAGE", "NO_PERMISSIONS"],
-        help="what every user may do in experiments they did not create (%(default)s)",
+        help="what every user may do in experiments they did not create (EDIT; remembered)",
     )
     commands.add_parser("stop", help="stop the server and PostgreSQL")
     commands.add_parser("status", help="say what runs")
@@ -527,6 +631,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"user {arguments.name} created")
     except ServerError as exc:
         print(f"tracking-server: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("tracking-server: interrupted; nothing left running", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line, as everywhere (MNIST_AE_DEBUG=1: the traceback)
+        if os.environ.get("MNIST_AE_DEBUG", "") not in ("", "0"):
+            raise
+        text = (str(exc).strip().splitlines() or [""])[0]
+        print(f"tracking-server: error: {type(exc).__name__}: {text}", file=sys.stderr)
         return 1
     return 0
 

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 INVOCATION_TAG = "pipeline.invocation"
 STAGES_TAG = "pipeline.stages_run"
-_SECRET_NAME = re.compile(r"(TOKEN|KEY|PASSWORD|PASSWD|SECRET|CREDENTIALS?)$", re.IGNORECASE)
+SECRET_NAME = re.compile(r"(TOKEN|KEY|PASSWORD|PASSWD|SECRET|CREDENTIALS?)$", re.IGNORECASE)
 
 
 def without_secrets(values: Mapping[str, str]) -> dict[str, str]:
@@ -46,12 +46,12 @@ def without_secrets(values: Mapping[str, str]) -> dict[str, str]:
         value
         for name, value in os.environ.items()
         # Shorter values ("None", "true") would match innocent params by accident.
-        if _SECRET_NAME.search(name) and len(value) >= 8
+        if SECRET_NAME.search(name) and len(value) >= 8
     ]
     kept = {
         key: value
         for key, value in values.items()
-        if not _SECRET_NAME.search(key) and not any(secret in value for secret in secrets)
+        if not SECRET_NAME.search(key) and not any(secret in value for secret in secrets)
     }
     if len(kept) < len(values):
         dropped = sorted(set(values) - set(kept))
@@ -128,7 +128,10 @@ def pipeline_run(stage: str, params: Params, workdir: Path | str) -> Iterator[Li
             max_results=1,
         )
     except Exception as exc:
-        raise (explain_failure(uri, exc) or exc) from exc
+        explained = explain_failure(uri, exc)
+        if explained is not None:
+            raise explained from exc
+        raise
     run_name = os.environ.get("DVC_EXP_NAME") or None
     try:
         with held_signals():  # see held_signals: no write to the store may stop halfway

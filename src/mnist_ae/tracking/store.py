@@ -9,6 +9,7 @@ import fcntl
 import json
 import os
 import re
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.credentials import read_mlflow_creds
 from requests.exceptions import RequestException
 
 # Seconds a stage waits for the tracking server to answer before giving up (before training).
@@ -52,6 +54,7 @@ def tracking_uri() -> str:
 
 
 _USERINFO = re.compile(r"^([a-zA-Z][\w+.-]*://)[^/@]*@")
+_URL_USERINFO = re.compile(r"([a-zA-Z][\w+.-]*://)[^/@\s]*@")
 
 
 def _without_credentials(uri: str) -> tuple[str, str | None, str | None]:
@@ -92,16 +95,34 @@ def _is_http(uri: str) -> bool:
 
 
 def _authorization(user: str | None, password: str | None) -> str | None:
-    """The header MLflow's client would send: user:password from the URI or from
-    MLFLOW_TRACKING_USERNAME/PASSWORD, else a bearer MLFLOW_TRACKING_TOKEN."""
-    user = user if user is not None else os.environ.get("MLFLOW_TRACKING_USERNAME")
-    password = password if password is not None else os.environ.get("MLFLOW_TRACKING_PASSWORD")
-    if user is not None or password is not None:
-        token = base64.b64encode(f"{user or ''}:{password or ''}".encode()).decode()
+    """The header MLflow's client would send: user:password from the URI, else MLflow's
+    credentials (MLFLOW_TRACKING_USERNAME/PASSWORD, else ~/.mlflow/credentials) when both are
+    set, else a bearer MLFLOW_TRACKING_TOKEN."""
+    if user is None:
+        credentials = read_mlflow_creds()
+        user, password = credentials.username, credentials.password
+        if not (user and password):
+            user = None
+    if user is not None:
+        token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
         return f"Basic {token}"
     if os.environ.get("MLFLOW_TRACKING_TOKEN"):
         return f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"
     return None
+
+
+def _tls_context() -> ssl.SSLContext:
+    """TLS as MLflow's client does it: MLFLOW_TRACKING_SERVER_CERT_PATH (a private CA),
+    MLFLOW_TRACKING_CLIENT_CERT_PATH, MLFLOW_TRACKING_INSECURE_TLS."""
+    context = ssl.create_default_context(
+        cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or None
+    )
+    if os.environ.get("MLFLOW_TRACKING_CLIENT_CERT_PATH"):
+        context.load_cert_chain(os.environ["MLFLOW_TRACKING_CLIENT_CERT_PATH"])
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() in ("true", "1"):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def _server_message(error: urllib.error.HTTPError) -> str:
@@ -132,7 +153,8 @@ def server_problem(uri: str, timeout: float = PREFLIGHT_TIMEOUT) -> str | None:
     if header:
         request.add_header("Authorization", header)
     try:
-        with urllib.request.urlopen(request, timeout=timeout):
+        context = _tls_context() if url.startswith("https:") else None
+        with urllib.request.urlopen(request, timeout=timeout, context=context):
             return None
     except urllib.error.HTTPError as exc:
         if exc.code == 401:
@@ -184,7 +206,8 @@ def explain_failure(uri: str, error: BaseException) -> TrackingUnavailableError 
         return None
     problem = server_problem(uri)
     if problem is None:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        first = _URL_USERINFO.sub(r"\1", first)[:200]  # MLflow's message quotes the URL
         problem = f"MLflow tracking server {display_uri(uri)} failed a request ({first}); run again"
     return TrackingUnavailableError(problem)
 
