@@ -160,6 +160,22 @@ def test_server_problems_are_one_line_naming_the_server_without_credentials(
     assert store.server_problem(url) is None
 
 
+def test_the_preflight_uses_mlflows_credentials_file_like_its_client(
+    answering: type[_Answers], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert store.server_problem(answering.url) is None
+    assert answering.seen[-1] is None  # no credentials anywhere: none sent
+    (tmp_path / ".mlflow").mkdir()
+    (tmp_path / ".mlflow/credentials").write_text(
+        "[mlflow]\nmlflow_tracking_username = carol\nmlflow_tracking_password = file-pw-9911\n"
+    )
+    assert store.server_problem(answering.url) is None
+    assert answering.seen[-1] == "Basic " + base64.b64encode(b"carol:file-pw-9911").decode()
+
+
 def test_a_failure_mid_run_is_explained_only_for_a_server_and_its_client_errors(
     answering: type[_Answers],
 ) -> None:
