@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
 from mnist_ae import artifacts
 from mnist_ae.config import flatten
@@ -117,9 +118,11 @@ def test_each_experiment_is_logged_once_in_the_workspace_store(swept: Pipeline) 
         for experiment in baseline.get("experiments") or []
         if experiment.get("name") in EXPERIMENTS
     }
+    every_param = set(flatten(yaml.safe_load((swept.root / "params.yaml").read_text())))
     for name, settings in EXPERIMENTS.items():
         run = by_experiment[name]
         assert run.info.status == "FINISHED" and run.info.run_name == name
+        assert set(run.data.params) == every_param
         for setting in settings:
             key, value = setting.split("=", 1)
             assert run.data.params[key].replace(" ", "") == value
