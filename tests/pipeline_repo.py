@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -165,6 +169,51 @@ def build(root: Path, tracking_uri: str | None = None) -> Pipeline:
     ran, _ = pipe.repro()
     assert ran == STAGES, ran
     return pipe
+
+
+# A training stage that runs until it is stopped (tests/test_faults.py, test_team.py).
+CHECKPOINT = ".checkpoints/train_conv.npz"
+# The most epochs params allow: at even 1 ms an epoch the stage would run for 10 s after the
+# checkpoint the test waits for, where signalling it takes milliseconds.
+UNENDING = 10_000
+SIGNAL_AFTER_EPOCH = 2  # the stage's own progress decides when the signal is sent
+
+
+def checkpointed_epochs(path: Path) -> int:
+    try:
+        with np.load(path) as archive:
+            return len(json.loads(archive["meta"].tobytes())["history"]["val_loss"])
+    except FileNotFoundError:
+        return 0
+
+
+def start_unending_training(pipe: Pipeline) -> subprocess.Popen:
+    """Start `dvc repro train_conv` for UNENDING epochs (its own process group) and return once
+    its checkpoint holds SIGNAL_AFTER_EPOCH epochs: the stage is training, and logging each
+    epoch. The caller must end the process."""
+    pipe.edit_params("train_conv", "epochs", UNENDING)
+    checkpoint = pipe.root / CHECKPOINT
+    checkpoint.unlink(missing_ok=True)
+    process = subprocess.Popen(
+        ["dvc", "repro", "train_conv"],
+        cwd=pipe.root,
+        env=pipe.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while checkpointed_epochs(checkpoint) < SIGNAL_AFTER_EPOCH:
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.02)
+    except BaseException:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    return process
 
 
 def free_port() -> int:

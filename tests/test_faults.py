@@ -5,7 +5,6 @@ an unreachable tracking server. Real subprocesses, real signals."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -18,11 +17,17 @@ import psutil
 import pytest
 
 from mnist_ae import artifacts, io
-from pipeline_repo import OUTPUTS, Pipeline
+from pipeline_repo import (
+    CHECKPOINT,
+    OUTPUTS,
+    SIGNAL_AFTER_EPOCH,
+    UNENDING,
+    Pipeline,
+    checkpointed_epochs,
+    start_unending_training,
+)
 
 pytestmark = pytest.mark.e2e
-
-CHECKPOINT = ".checkpoints/train_conv.npz"
 
 
 @pytest.fixture(scope="module")
@@ -32,49 +37,6 @@ def long_conv(pristine: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> P
     pipe = pristine.clone(tmp_path_factory.mktemp("faults") / "repo")
     pipe.edit_params("train_conv", "early_stopping_patience", None)
     return pipe
-
-
-# The most epochs params allow: at even 1 ms an epoch the stage would run for 10 s after the
-# checkpoint the test waits for, where signalling it takes milliseconds.
-UNENDING = 10_000
-SIGNAL_AFTER_EPOCH = 2  # the stage's own progress decides when the signal is sent
-
-
-def _checkpointed_epochs(path: Path) -> int:
-    try:
-        with np.load(path) as archive:
-            return len(json.loads(archive["meta"].tobytes())["history"]["val_loss"])
-    except FileNotFoundError:
-        return 0
-
-
-def start_unending_training(pipe: Pipeline) -> subprocess.Popen:
-    """Start `dvc repro train_conv` for UNENDING epochs (its own process group) and return once
-    its checkpoint holds SIGNAL_AFTER_EPOCH epochs: the stage is training, and logging each
-    epoch. The caller must end the process."""
-    pipe.edit_params("train_conv", "epochs", UNENDING)
-    checkpoint = pipe.root / CHECKPOINT
-    checkpoint.unlink(missing_ok=True)
-    process = subprocess.Popen(
-        ["dvc", "repro", "train_conv"],
-        cwd=pipe.root,
-        env=pipe.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 300
-        while _checkpointed_epochs(checkpoint) < SIGNAL_AFTER_EPOCH:
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "no checkpoint within 300 s"
-            time.sleep(0.02)
-    except BaseException:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        raise
-    return process
 
 
 def _interrupt_training(pipe: Pipeline, sig: signal.Signals) -> tuple[int, str]:
@@ -101,7 +63,7 @@ def _interrupt_training(pipe: Pipeline, sig: signal.Signals) -> tuple[int, str]:
             os.killpg(process.pid, signal.SIGKILL)
             process.communicate()
     assert process.returncode != 0
-    done = _checkpointed_epochs(checkpoint)
+    done = checkpointed_epochs(checkpoint)
     assert SIGNAL_AFTER_EPOCH <= done < UNENDING
     return done, stderr
 

@@ -19,13 +19,15 @@ import pytest
 from mnist_ae.team_server import Layout, start_database, stop_database
 from pipeline_repo import (
     ADMIN_PASSWORD,
+    CHECKPOINT,
     SECRETS,
     Pipeline,
     TeamServer,
+    checkpointed_epochs,
     free_port,
+    start_unending_training,
     tracking_server_command,
 )
-from test_faults import CHECKPOINT, _checkpointed_epochs, start_unending_training
 
 pytestmark = pytest.mark.e2e
 
@@ -144,7 +146,7 @@ def test_database_stopped_mid_run_fails_in_one_line_and_the_run_can_be_redone(
     assert "Traceback" not in stderr
     assert failed_after < 90  # seconds of retries, not MLflow's default minutes
     assert pipe.digests() == before  # no output replaced
-    done = _checkpointed_epochs(pipe.root / CHECKPOINT)
+    done = checkpointed_epochs(pipe.root / CHECKPOINT)
     assert done >= 2
 
     # The database is back: the same server serves again, and the stage resumes and finishes.
