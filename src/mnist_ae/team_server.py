@@ -354,6 +354,8 @@ LOCAL_HOSTS = "localhost,localhost:*,127.0.0.1,127.0.0.1:*"
 
 def _port_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as probe:
+        # As a server binds: connections of a stopped server left in TIME_WAIT do not count.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
@@ -431,9 +433,9 @@ def _serve(
 ) -> str:
     """Start the database and the MLflow server; on any failure stop both again."""
     settings = _settings(layout)
-    start_database(layout)
     server = None
     try:
+        start_database(layout)  # inside: a timeout or Ctrl-C here must stop it too
         create_databases(layout)
         _write_auth_config(layout, settings["default_permission"])
         layout.artifacts.mkdir(mode=0o700, exist_ok=True)
@@ -633,7 +635,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tracking-server: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("tracking-server: interrupted; nothing left running", file=sys.stderr)
+        left = "nothing left running" if arguments.command == "start" else "see `status`"
+        print(f"tracking-server: interrupted; {left}", file=sys.stderr)
         return 130
     except Exception as exc:  # one line, as everywhere (MNIST_AE_DEBUG=1: the traceback)
         if os.environ.get("MNIST_AE_DEBUG", "") not in ("", "0"):

@@ -53,14 +53,21 @@ def tracking_uri() -> str:
     return f"sqlite:///{repository_root() / 'mlflow.db'}?timeout={SQLITE_LOCK_TIMEOUT}"
 
 
-_USERINFO = re.compile(r"^([a-zA-Z][\w+.-]*://)[^/@]*@")
-_URL_USERINFO = re.compile(r"([a-zA-Z][\w+.-]*://)[^/@\s]*@")
+# Up to the last "@" before the path: a password may hold a raw "@".
+_USERINFO = re.compile(r"^([a-zA-Z][\w+.-]*://)[^/]*@")
+_URL_USERINFO = re.compile(r"([a-zA-Z][\w+.-]*://)[^/\s]*@")
 
 
 def _without_credentials(uri: str) -> tuple[str, str | None, str | None]:
-    """(the URI minus user:password@, the user, the password)."""
+    """(the URI minus user:password@, the user, the password), percent-decoded as requests
+    (MLflow's client) decodes them."""
     parts = urllib.parse.urlsplit(uri)
-    return _USERINFO.sub(r"\1", uri), parts.username, parts.password
+    user, password = parts.username, parts.password
+    return (
+        _USERINFO.sub(r"\1", uri),
+        None if user is None else urllib.parse.unquote(user),
+        None if password is None else urllib.parse.unquote(password),
+    )
 
 
 def display_uri(uri: str) -> str:
