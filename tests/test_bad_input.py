@@ -42,6 +42,12 @@ class Bad(NamedTuple):
 BAD_VALUES: dict[str, Bad] = {
     "seed": Bad("42", -1),
     "tracking.experiment_name": Bad(42, ""),
+    "tracking.registry.enabled": Bad("yes", None),
+    "tracking.registry.alias": Bad(7, "latest"),
+    "tracking.registry.models.conv_denoiser.name": Bad(3, "-not a name"),
+    "tracking.registry.models.conv_denoiser.metric": Bad(1, "accuracy"),
+    "tracking.registry.models.dense_autoencoder.name": Bad(None, ""),
+    "tracking.registry.models.dense_autoencoder.metric": Bad(["bce"], "ssim"),  # not evaluated
     "prepare.source": Bad(1, "internet"),
     "prepare.idx_dir": Bad(7, ""),  # "" is out of range only with source: idx (CONTEXT)
     "prepare.train_samples": Bad("all", 0),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import urllib.error
 import urllib.parse
@@ -112,6 +113,33 @@ def test_mlflow_holds_one_complete_run(pipeline: Pipeline) -> None:
         if model.source_run_id == run.info.run_id
     }
     assert set(logged) == {"dense_autoencoder", "dense_encoder", "dense_decoder", "conv_denoiser"}
+    # A run name that says what ran, and an experiment MLflow's UI knows is model training.
+    dirty = "-dirty" if run.data.tags["git.dirty"] == "true" else ""
+    assert run.info.run_name == f"repro-{head[:7]}{dirty}"
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    # What it trained on: the data files by SHA-256 (the first 32 hex digits fit MLflow's digest).
+    datasets = {item.dataset.name: item for item in run.inputs.dataset_inputs}
+    assert set(datasets) == {"mnist", "mnist-noisy"}
+    for name, data_file in (("mnist", artifacts.MNIST), ("mnist-noisy", artifacts.NOISY)):
+        sha256 = hashlib.sha256(data_file.at(pipeline.root).read_bytes()).hexdigest()
+        assert datasets[name].dataset.digest == sha256[:32]
+        tags = {tag.key: tag.value for tag in datasets[name].tags}
+        assert tags["sha256"] == sha256 and tags["mlflow.data.context"] == "training"
+        assert (tags["train_samples"], tags["validation_samples"]) == ("320", "80")
+    # Registered over HTTP as the first versions, and so the champions.
+    for model, name in (
+        ("conv_denoiser", "mnist-conv-denoiser"),
+        ("dense_autoencoder", "mnist-dense-autoencoder"),
+    ):
+        champion = client.get_model_version_by_alias(name, "champion")
+        assert int(champion.version) == 1 and champion.run_id == run.info.run_id
+        assert champion.tags["git.commit"] == head
+        assert champion.tags["champion.decision"].startswith("no champion yet; ")
+        assert run.data.tags[f"registry.{model}"].startswith(f"{name} v1: now champion")
+    denoising = evaluation["denoising"]["conv_denoiser"]
+    champion = client.get_model_version_by_alias("mnist-conv-denoiser", "champion")
+    assert float(champion.tags["test.psnr"]) == denoising["psnr"]
     # Nothing MLflow-specific leaks into DVC outputs.
     for name in (
         artifacts.EVALUATION.path,

@@ -246,6 +246,36 @@ def test_new_store_is_created_once_by_concurrent_stages(tmp_path: Path) -> None:
     assert len(ids) == 1 and "" not in ids
 
 
+def test_the_experiment_is_a_model_training_one_new_or_existing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow's tooling reads `mlflow.experimentKind`: set on creation, repaired on an
+    experiment an older version of the pipeline created without it."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(tracking.tracking_uri())
+    new = store.experiment_id(client, "new")
+    old = client.create_experiment("old", tags={"team": "a"})
+    assert store.experiment_id(client, "old") == old
+    for experiment in (new, old):
+        tags = client.get_experiment(experiment).tags
+        assert tags["mlflow.experimentKind"] == "custom_model_development"
+    assert client.get_experiment(old).tags["team"] == "a"
+
+
+@pytest.mark.parametrize(
+    ("tags", "name"),
+    [
+        ({"git.commit": "0123456789abcdef", "git.dirty": "false"}, "repro-0123456"),
+        ({"git.commit": "0123456789abcdef", "git.dirty": "true"}, "repro-0123456-dirty"),
+        ({"git.commit": "unknown", "git.dirty": "false"}, "repro-nogit"),
+    ],
+)
+def test_a_run_outside_dvc_exp_is_named_after_its_commit(tags: dict[str, str], name: str) -> None:
+    assert tracking_run._repro_name(tags) == name
+
+
 def test_ctrl_c_while_logging_leaves_the_run_to_be_marked_failed(tmp_path: Path) -> None:
     """Ctrl-C inside an SQLite write left the store locked for the rest of the process: marking
     the run FAILED then failed ("database is locked") with a logged traceback. 40 interrupts at

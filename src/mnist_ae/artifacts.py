@@ -10,6 +10,7 @@ with one line naming the file.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,14 @@ class Artifact:
         """The file's location, to be written to (recorded: mnist_ae.provenance)."""
         provenance.artifact_written(self.path)
         return self.at(workdir)
+
+    def sha256(self, workdir: Path | str) -> str:
+        """The file's SHA-256, hex (as `sha256sum` prints it)."""
+        digest = hashlib.sha256()
+        with open(self.source(workdir), "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
 
 
 @dataclass(frozen=True)

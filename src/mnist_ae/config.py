@@ -33,10 +33,69 @@ PositiveInt = Annotated[int, Field(ge=1)]
 Optimizer = Literal["adam", "adamw", "rmsprop", "sgd", "adadelta", "adagrad", "nadam"]
 
 
+# The models the Model Registry can hold, and where each one's test metrics are in
+# metrics/evaluation.json (mnist_ae.evaluation).
+REGISTRABLE = {
+    "conv_denoiser": "denoising.conv_denoiser",
+    "dense_autoencoder": "reconstruction.dense_autoencoder",
+}
+# Higher is better for these metrics; lower for the others.
+HIGHER_IS_BETTER = frozenset({"psnr", "ssim"})
+RegisteredName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")]
+
+
+class DenoiserRule(_Section):
+    """How the conv denoiser is registered, and which test metric decides its champion."""
+
+    name: RegisteredName
+    metric: Literal["psnr", "ssim", "bce", "mse"]
+
+
+class AutoencoderRule(_Section):
+    """How the dense autoencoder is registered, and which test metric decides its champion."""
+
+    name: RegisteredName
+    metric: Literal["bce", "mse", "psnr"]
+
+
+class RegisteredModels(_Section):
+    """Each model the pipeline may register; null: not registered."""
+
+    conv_denoiser: DenoiserRule | None
+    dense_autoencoder: AutoencoderRule | None
+
+
+ChampionRule = DenoiserRule | AutoencoderRule
+
+
+class RegistryParams(_Section):
+    """MLflow Model Registry: what a run registers and when the alias moves."""
+
+    enabled: bool
+    alias: str = Field(pattern=r"^[A-Za-z0-9_-]{1,255}$")
+    models: RegisteredModels
+
+    @field_validator("alias")
+    @classmethod
+    def _not_reserved(cls, alias: str) -> str:
+        if alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+            raise ValueError("'latest' and 'v<number>' are reserved by MLflow")
+        return alias
+
+    def rules(self) -> dict[str, ChampionRule]:
+        """The models to register, by their name in the MLflow row (tracking.row.ROW)."""
+        return {
+            model: rule
+            for model in REGISTRABLE
+            if (rule := getattr(self.models, model)) is not None
+        }
+
+
 class TrackingParams(_Section):
     """Where MLflow runs go. Read by every stage but never changes an output."""
 
     experiment_name: str = Field(min_length=1, max_length=200)
+    registry: RegistryParams
 
 
 class PrepareParams(_Section):

@@ -1,4 +1,5 @@
-"""Stage `report`: one page per run (Markdown + self-contained HTML); completes the MLflow row."""
+"""Stage `report`: one page per run (Markdown + self-contained HTML); completes the MLflow row
+and registers the run's models."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from mnist_ae.tracking import NO_TRACKING, Tracker
 
 
 def run(params: Params, workdir: Path, tracker: Tracker = NO_TRACKING) -> None:
-    """Write the run report, then fill in the MLflow row for the stages DVC skipped."""
+    """Write the run report, fill in the MLflow row for the stages DVC skipped, and register
+    the models this run trained (tracking.registry)."""
     values = {key: lookup(params, key) for key in report.KEY_PARAMS}
     evaluation = artifacts.EVALUATION.read(workdir)
     links = {name: f"../{png.path}" for name, png in artifacts.FIGURES.items()}
@@ -19,3 +21,4 @@ def run(params: Params, workdir: Path, tracker: Tracker = NO_TRACKING) -> None:
     artifacts.REPORT_HTML.write(workdir, report.html_report(values, evaluation, images))
     tracker.log_stage("report")
     tracker.complete_row()
+    tracker.register_models(evaluation)

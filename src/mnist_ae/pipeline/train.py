@@ -14,6 +14,9 @@ from mnist_ae import artifacts, training
 from mnist_ae.config import Params
 from mnist_ae.tracking import Tracker
 
+# The name each data file a model trains on has as an MLflow dataset (the runs table's Dataset).
+DATASET_NAMES = {artifacts.MNIST.path: "mnist", artifacts.NOISY.path: "mnist-noisy"}
+
 # MLflow model name -> (where it is saved, the model, an input sample for its signature).
 Exported = Mapping[str, tuple[artifacts.KerasModel, keras.Model, np.ndarray]]
 
@@ -37,7 +40,8 @@ def train_and_save(
     killed while saving resumes instead of retraining. `settings` is the stage's params
     section (training.fit's options plus the model's keys); `export` gives the models to save,
     the first one being the model the summary describes; `outputs` are the history CSV and
-    the summary JSON.
+    the summary JSON, which also names the data files trained on (their SHA-256 and split
+    sizes: the run's MLflow dataset inputs).
     """
     training.make_deterministic(params.seed)
     model = build()
@@ -62,7 +66,16 @@ def train_and_save(
     history, summary = outputs
     history.write_history(workdir, result.history)
     _, described, _ = next(iter(exported.values()))
-    summary.write(workdir, result.summary(described))
+    datasets = {
+        DATASET_NAMES[file.path]: {
+            "file": file.path,
+            "sha256": file.sha256(workdir),
+            "train_samples": len(inputs) - settings.validation_samples,
+            "validation_samples": settings.validation_samples,
+        }
+        for file in data_files
+    }
+    summary.write(workdir, {**result.summary(described), "datasets": datasets})
     tracker.log_stage(stage)
     for name, (_, saved, sample) in exported.items():
         tracker.log_model(name, saved, sample)

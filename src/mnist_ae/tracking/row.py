@@ -23,7 +23,7 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 
 from mnist_ae import artifacts
-from mnist_ae.config import flatten
+from mnist_ae.config import RegistryParams, flatten
 from mnist_ae.signals import held_signals
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,9 @@ class StageRow:
     metrics: tuple[tuple[artifacts.Json, str], ...] = ()  # (file, metric-name prefix)
     curves: Curves | None = None
     models: tuple[str, ...] = ()  # MLflow model names, logged only by the run that trains them
+    # A summary whose "datasets" entry names the data the stage trained on (pipeline.train):
+    # logged as the run's MLflow dataset inputs, context "training".
+    datasets: artifacts.Json | None = None
     files: tuple[tuple[artifacts.Artifact, str | None], ...] = ()  # (file, artifact directory)
 
 
@@ -55,11 +58,13 @@ ROW: dict[str, StageRow] = {
         metrics=((artifacts.DENSE_SUMMARY, "dense."),),
         curves=Curves(artifacts.DENSE_HISTORY, "dense", 1),
         models=("dense_autoencoder", "dense_encoder", "dense_decoder"),
+        datasets=artifacts.DENSE_SUMMARY,
     ),
     "train_conv": StageRow(
         metrics=((artifacts.CONV_SUMMARY, "conv."),),
         curves=Curves(artifacts.CONV_HISTORY, "conv", 1),
         models=("conv_denoiser",),
+        datasets=artifacts.CONV_SUMMARY,
     ),
     "baselines": StageRow(metrics=((artifacts.BASELINE_TUNING, "baselines."),)),
     "evaluate": StageRow(
@@ -123,6 +128,11 @@ class Tracker:
         """Fill in the parts of the row that stages DVC skipped would have logged."""
         return []
 
+    def register_models(self, evaluation: Mapping[str, Any]) -> list[Any]:
+        """Register the models this run trained in MLflow's Model Registry (test metrics from
+        `evaluation`) and move the champion alias where they beat it."""
+        return []
+
 
 NO_TRACKING = Tracker()
 
@@ -130,10 +140,19 @@ NO_TRACKING = Tracker()
 class LiveTracker(Tracker):
     """Logs to the active MLflow run (opened by tracking.pipeline_run)."""
 
-    def __init__(self, client: MlflowClient, run_id: str, workdir: Path) -> None:
+    def __init__(
+        self,
+        client: MlflowClient,
+        run_id: str,
+        workdir: Path,
+        registry: RegistryParams | None = None,
+        uri: str = "",
+    ) -> None:
         self.client = client
         self.run_id = run_id
         self.workdir = workdir
+        self.registry = registry  # tracking.registry (None: register nothing)
+        self.uri = uri  # the tracking URI, for the registry's store lock
 
     def epoch_callbacks(self, stage: str) -> list[Any]:
         import keras
@@ -181,6 +200,13 @@ class LiveTracker(Tracker):
             pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
         )
 
+    def register_models(self, evaluation: Mapping[str, Any]) -> list[Any]:
+        from mnist_ae.tracking.registry import register_run_models
+
+        if self.registry is None:
+            return []
+        return register_run_models(self.client, self.run_id, self.registry, evaluation, self.uri)
+
     def log_stage(self, stage: str) -> None:
         self._log_missing(stage, set(self.client.get_run(self.run_id).data.metrics))
 
@@ -202,6 +228,8 @@ class LiveTracker(Tracker):
             }
             log_metrics(missing)
             logged += sorted(missing)
+        if row.datasets is not None:
+            logged += self._log_missing_datasets(row.datasets)
         if row.curves is not None:
             columns = row.curves.source.columns(self.workdir)
             names = [name for name in columns if name != "epoch"]
@@ -218,4 +246,30 @@ class LiveTracker(Tracker):
                 with held_signals():
                     mlflow.log_artifact(str(path), artifact_path=directory)
                 logged.append(f"{directory or '.'}/{path.name}")
+        return logged
+
+    def _log_missing_datasets(self, summary: artifacts.Json) -> list[str]:
+        """Log the training datasets a summary names that the run lacks (name and digest)."""
+        from mlflow.data.artifact_dataset_sources import LocalArtifactDatasetSource
+        from mlflow.data.meta_dataset import MetaDataset
+
+        inputs = self.client.get_run(self.run_id).inputs
+        present = {(item.dataset.name, item.dataset.digest) for item in inputs.dataset_inputs}
+        logged = []
+        for name, described in summary.read(self.workdir).get("datasets", {}).items():
+            # MLflow stores at most 36 characters of digest: the first 32 hex digits of the
+            # file's SHA-256 (128 bits); the whole one is the input's `sha256` tag.
+            digest = described["sha256"][:32]
+            if (name, digest) in present:
+                continue
+            dataset = MetaDataset(LocalArtifactDatasetSource(described["file"]), name, digest)
+            tags = {
+                "sha256": described["sha256"],
+                "train_samples": str(described["train_samples"]),
+                "validation_samples": str(described["validation_samples"]),
+            }
+            with held_signals():
+                mlflow.log_input(dataset, context="training", tags=tags)
+            present.add((name, digest))
+            logged.append(f"dataset {name}")
         return logged

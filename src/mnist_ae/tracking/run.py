@@ -105,6 +105,13 @@ def _run_tags() -> dict[str, str]:
     return tags
 
 
+def _repro_name(tags: Mapping[str, str]) -> str:
+    """The run name outside `dvc exp run`: `repro-<commit7>`, `-dirty` with uncommitted changes."""
+    commit = tags.get("git.commit", "unknown")
+    short = commit[:7] if commit != "unknown" else "nogit"
+    return f"repro-{short}" + ("-dirty" if tags.get("git.dirty") == "true" else "")
+
+
 @contextlib.contextmanager
 def pipeline_run(stage: str, params: Params, workdir: Path | str) -> Iterator[LiveTracker]:
     """Attach to (or start) this invocation's MLflow run for the duration of one stage.
@@ -132,7 +139,7 @@ def pipeline_run(stage: str, params: Params, workdir: Path | str) -> Iterator[Li
         if explained is not None:
             raise explained from exc
         raise
-    run_name = os.environ.get("DVC_EXP_NAME") or None
+    run_name = os.environ.get("DVC_EXP_NAME") or _repro_name(tags)
     try:
         with held_signals():  # see held_signals: no write to the store may stop halfway
             if existing:
@@ -146,7 +153,7 @@ def pipeline_run(stage: str, params: Params, workdir: Path | str) -> Iterator[Li
                 mlflow.log_params(fresh)
             stages = run.data.tags.get(STAGES_TAG, "").split(",") if existing else []
             mlflow.set_tags({**tags, STAGES_TAG: ",".join([*filter(None, stages), stage])})
-        yield LiveTracker(client, run.info.run_id, Path(workdir))
+        yield LiveTracker(client, run.info.run_id, Path(workdir), params.tracking.registry, uri=uri)
         with held_signals():
             mlflow.end_run(status="FINISHED")
     except BaseException as exc:

@@ -234,13 +234,24 @@ def store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+# MLflow's own tooling reads this tag to tell a model-training experiment from a GenAI one.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def experiment_id(client: MlflowClient, name: str) -> str:
+    """The experiment's id, created if missing, tagged as a model-training experiment (an
+    existing one without the tag gets it)."""
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        key, kind = EXPERIMENT_KIND
+        if experiment.tags.get(key) != kind:
+            client.set_experiment_tag(experiment.experiment_id, key, kind)
         return experiment.experiment_id
     artifact_location = None
     database = sqlite_database(tracking_uri())
     if database is not None:
         # "Artifacts beside the store": mlruns/ next to mlflow.db, whatever the working dir.
         artifact_location = (database.resolve().parent / "mlruns").as_uri()
-    return client.create_experiment(name, artifact_location=artifact_location)
+    return client.create_experiment(
+        name, artifact_location=artifact_location, tags=dict([EXPERIMENT_KIND])
+    )
