@@ -58,6 +58,7 @@ def test_html_embeds_every_figure_and_needs_no_other_file() -> None:
     assert embedded == ["iVBORyBmYWtlIAA=", "iVBORyBmYWtlIAE="]  # base64 of the bytes above
     assert "<td><code>noise.noise_factor</code></td><td>0.5</td>" in page
     assert "src='http" not in page and "href=" not in page
+    assert "<p>This run&#x27;s params" in page and "<code>mnist-ae ui</code>" in page
 
 
 def test_report_stage_depends_on_exactly_the_params_it_prints() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -81,6 +82,21 @@ def _goals(evaluation: Mapping[str, Any]) -> list[str]:
     ]
 
 
+# Where to find the run beside others. No URL: the report is a DVC output, the same bytes
+# whichever MLflow store logged the run.
+MLFLOW_NOTE = (
+    "This run's params, metrics, curves, models and files are one row of the MLflow "
+    "experiment. Run `mnist-ae ui` in the repository: it prints the link that opens the runs "
+    "table in MLflow's training view, where rows can be compared. The models it trained are "
+    "new versions of the registered models (`tracking.registry` in params.yaml)."
+)
+
+
+def _inline_code(escaped: str) -> str:
+    """Markdown's `code` spans as HTML <code> (in already escaped text)."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+
+
 def markdown_report(
     values: Mapping[str, Any], evaluation: Mapping[str, Any], figures: Mapping[str, str]
 ) -> str:
@@ -97,6 +113,7 @@ def markdown_report(
     lines += ["", "## Figures", ""]
     for name, link in figures.items():
         lines += [f"### {name.replace('_', ' ')}", "", f"![{name}]({link})", ""]
+    lines += ["## In MLflow", "", MLFLOW_NOTE]
     return "\n".join(lines) + "\n"
 
 
@@ -137,5 +154,6 @@ def html_report(
             f"<h3>{escape(name.replace('_', ' '))}</h3>",
             f"<img alt='{escape(name)}' src='data:image/png;base64,{encoded}'>",
         ]
+    parts += ["<h2>In MLflow</h2>", f"<p>{_inline_code(escape(MLFLOW_NOTE))}</p>"]
     parts += ["</body></html>"]
     return "\n".join(parts) + "\n"
