@@ -13,6 +13,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -40,11 +41,12 @@ START_TIMEOUT = 120  # seconds to the first answer of /ping; ~7 s on an idle mac
 STOP_TIMEOUT = 15  # seconds between SIGTERM and SIGKILL
 SHAPE_MISMATCH = "Shape of input {} does not match expected shape (-1, 28, 28, 1)"
 HOST = "127.0.0.1"
-# `mlflow models serve` on the champion, up to the port.
+# The README's command ("Serve a model over HTTP") up to the port.
 SERVE = ["models", "serve", "-m", CHAMPION, "--env-manager", "local", "--host", HOST, "--port"]
+REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # This venv's commands first, also when it is not activated: `mlflow models serve` starts
-# `uvicorn` through bash by name.
+# `uvicorn` through bash by name, and the README's commands call `python`.
 VENV_PATH = os.pathsep.join([str(BIN), os.environ.get("PATH", "")])
 
 
@@ -381,3 +383,29 @@ def test_other_json_values_are_cast_to_float32_not_refused(
     np.testing.assert_array_equal(
         predictions(served, np.asarray(inputs).tolist()), served.model.predict(cast)
     )
+
+
+def test_the_readme_commands_serve_and_query_the_model(served: Served, tmp_path: Path) -> None:
+    """README "Serve a model over HTTP": the server's command is this module's, and its
+    request and curl commands, run against this server, print the shape it says."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### Serve a model over HTTP\n", 1)[1]
+    section = re.split(r"\n##+ ", section, maxsplit=1)[0]
+    serve, query = re.findall(r"```bash\n(.*?)```", section, re.DOTALL)
+    assert " ".join(["mlflow", *SERVE, "5002"]) in serve
+    assert "export MLFLOW_TRACKING_URI=sqlite:///mlflow.db" in serve
+    result = subprocess.run(
+        ["bash", "-e", "-c", query.replace("127.0.0.1:5002", f"{served.host}:{served.port}")],
+        cwd=tmp_path,
+        env={**os.environ, "PATH": VENV_PATH, "PYTHONPATH": str(REPO / "src")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"\n# {result.stdout.strip()}\n" in query  # the printed shape, (4, 28, 28, 1)
+    request = json.loads((tmp_path / "request.json").read_text())["inputs"]
+    answer = json.loads((tmp_path / "answer.json").read_text())["predictions"]
+    inputs = np.asarray(request, dtype=np.float32)
+    np.testing.assert_array_equal(np.float32(answer), served.model.predict(inputs))
+    np.testing.assert_array_equal(inputs, served.digits[:4])  # the same noisy test digits
