@@ -31,6 +31,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mnist_ae import data, models, noise, tracking
+from mnist_ae.config import load_params
+from mnist_ae.tracking.registry import register_run_models
 from mnist_ae.tracking.store import experiment_id
 from pipeline_repo import free_port
 
@@ -79,16 +81,19 @@ def log_conv_denoiser(client: MlflowClient, workdir: Path, sample: np.ndarray) -
     return run.info.run_id
 
 
-def register_champion(client: MlflowClient, run_id: str) -> None:
-    """Register the run's conv denoiser as MODEL_NAME and point the alias `champion` at it
-    (a stand-in for the pipeline's registry step: replace it with that step's function)."""
-    experiment = client.get_run(run_id).info.experiment_id
-    (logged,) = client.search_logged_models(
-        experiment_ids=[experiment],
-        filter_string=f"source_run_id = '{run_id}' AND name = 'conv_denoiser'",
-    )
-    version = mlflow.register_model(f"models:/{logged.model_id}", MODEL_NAME).version
-    client.set_registered_model_alias(MODEL_NAME, "champion", version)
+def register_champion(client: MlflowClient, run_id: str, uri: str) -> None:
+    """Register the run's conv denoiser by the pipeline's own registry step (stage report),
+    with the repository's policy: as the first version, it becomes the champion."""
+    policy = load_params(REPO / "params.yaml").tracking.registry
+    assert policy.rules()["conv_denoiser"].name == MODEL_NAME
+    scores = {"psnr": 10.0, "ssim": 0.1, "bce": 0.7, "mse": 0.1}  # untrained: any numbers
+    evaluation = {
+        "denoising": {"conv_denoiser": scores},
+        "test_samples": 8,
+        "test_data": {"denoising_sha256": "0" * 64, "reconstruction_sha256": "1" * 64},
+    }
+    (registered,) = register_run_models(client, run_id, policy, evaluation, uri)
+    assert registered.champion and registered.name == MODEL_NAME
 
 
 @contextlib.contextmanager
@@ -207,7 +212,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     digits = noisy_test_digits(16)
     with tracking_uri(uri):
         client = MlflowClient(uri)
-        register_champion(client, log_conv_denoiser(client, root, digits[:8]))
+        register_champion(client, log_conv_denoiser(client, root, digits[:8]), uri)
         model = mlflow.pyfunc.load_model(CHAMPION)
     with model_server(uri, root) as (host, port, log):
         yield Served(host, port, model, digits, log)
