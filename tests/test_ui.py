@@ -1,10 +1,16 @@
 """`mnist-ae ui` (mnist_ae.commands.ui): its one-line errors, and the real thing: the command
-on a store with one run, its link and what its server serves, then Ctrl-C, after which nothing
-it started is left."""
+on a store with one run, its printed link opened in a headless Chromium with a fresh profile,
+which must show the runs table in MLflow's Model training view (the plain experiment link
+shows the GenAI overview instead), then Ctrl-C, after which nothing it started is left.
+
+Chromium is Debian's `chromium` (scripts/setup-env.sh installs it); without it the browser
+tests skip, except on CI (CI set), where they fail.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -305,6 +311,137 @@ def test_a_tracking_server_gets_its_link_and_nothing_starts(
         f"The runs on the tracking server http://127.0.0.1:{running_ui.port}/ "
         f"(MLFLOW_TRACKING_URI):\n{running_ui.link}\n"
     )
+
+
+# --- In a real browser ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    found = shutil.which("chromium")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; scripts/setup-env.sh installs it (as root)")
+        pytest.skip("chromium is not installed (Debian: apt install chromium)")
+    return found
+
+
+@dataclass(frozen=True)
+class Page:
+    title: str
+    text: str  # what the page shows, tags and scripts left out
+    view: str  # the UI's view: "genai" or "machine_learning"
+
+
+def open_page(chromium: str, url: str, home: Path) -> Page:
+    """`url` as a new user's headless Chromium shows it once its scripts and fetches are done.
+
+    A fresh profile under `home` (no view remembered from another visit); HOME too, where
+    Chromium's crash handler keeps its files. Only 127.0.0.1 resolves: no network. Every
+    process it started is gone when this returns.
+    """
+    home.mkdir()
+    command = [
+        chromium,
+        "--headless",
+        "--no-sandbox",  # as root, Chromium refuses to start with its sandbox
+        "--disable-gpu",
+        f"--user-data-dir={home / 'profile'}",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+        # Dump the DOM once the page is idle: virtual time stands still while a fetch is
+        # pending, so the UI's data has arrived; the budget bounds animations and timers.
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        url,
+    ]
+    process = subprocess.Popen(
+        command,
+        env={**os.environ, "HOME": str(home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        dom, errors = process.communicate(timeout=90)
+    finally:
+        leftovers = _stop_chromium(process, home)
+    assert process.returncode == 0, errors[-2000:]
+    assert not leftovers, f"Chromium left processes behind: {leftovers}"
+    title = re.search(r"<title>(.*?)</title>", dom, re.S)
+    body = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S)
+    text = " ".join(re.sub(r"<[^>]+>", " ", body).split())
+    # The sidebar's Docs link is what names the view (MLflow 3.17): docs/latest/ml/ or /genai/.
+    docs = re.search(r'href="https://www\.mlflow\.org/docs/latest/(ml|genai)/"', dom)
+    assert title and docs, f"not an MLflow UI page: {text[:500]}"
+    view = {"ml": "machine_learning", "genai": "genai"}[docs.group(1)]
+    return Page(title.group(1), text, view)
+
+
+def _stop_chromium(process: subprocess.Popen, home: Path) -> list[str]:
+    """Give Chromium's processes (all of which name `home`: its crash handler leaves the
+    process group) 5 s to exit, then kill the rest; the command lines of those killed."""
+    with contextlib.suppress(ProcessLookupError):
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    process.wait()
+
+    def remaining() -> list[psutil.Process]:
+        found = []
+        for candidate in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                if candidate.status() != psutil.STATUS_ZOMBIE and any(
+                    str(home) in argument for argument in candidate.cmdline()
+                ):
+                    found.append(candidate)
+        return found
+
+    deadline = time.monotonic() + 5
+    while remaining() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    leftovers = remaining()
+    for leftover in leftovers:
+        with contextlib.suppress(psutil.Error):
+            leftover.kill()
+    return [" ".join(leftover.cmdline()[:2]) for leftover in leftovers]
+
+
+def test_the_link_opens_the_runs_table_in_the_training_view(
+    chromium: str, running_ui: RunningUi, tmp_path: Path
+) -> None:
+    page = open_page(chromium, running_ui.link, tmp_path / "chromium")
+    assert page.title == f"Runs - Experiment {running_ui.experiment_id} - MLflow"
+    assert page.view == "machine_learning"
+    assert RUN_NAME in page.text
+    assert f"{DATASET_NAME} (0123abcd) training" in page.text  # the Dataset column
+
+
+def test_the_plain_experiment_link_opens_the_genai_overview(
+    chromium: str, running_ui: RunningUi, tmp_path: Path
+) -> None:
+    """Why the link carries workflowType: without it a new user lands on traces and tokens,
+    even with the experiment tagged mlflow.experimentKind = custom_model_development."""
+    page = open_page(
+        chromium, f"{running_ui.base}/#/experiments/{running_ui.experiment_id}", tmp_path / "c"
+    )
+    assert page.title == f"Overview - Experiment {running_ui.experiment_id} - MLflow"
+    assert page.view == "genai"
+    assert "Token Usage" in page.text
+    assert RUN_NAME not in page.text
+
+
+def test_the_run_link_opens_the_run_in_the_training_view(
+    chromium: str, running_ui: RunningUi, tmp_path: Path
+) -> None:
+    link = runs_url(running_ui.base, running_ui.experiment_id, running_ui.run_id)
+    page = open_page(chromium, link, tmp_path / "chromium")
+    assert page.title == f"Run {running_ui.run_id} - MLflow"
+    assert page.view == "machine_learning"
+    assert RUN_NAME in page.text
+    assert f"{DATASET_NAME} (0123abcd) training" in page.text
 
 
 # Last: it stops the module's server.
