@@ -50,6 +50,22 @@ if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev
   fi
 fi
 
+# The browser test of `mnist-ae ui` (tests/test_ui.py) opens the MLflow UI in a headless
+# Chromium. Install Debian's package where we can; elsewhere say what is missing.
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup-env: installing Chromium from Debian's packages" >&2
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+        >>/tmp/setup-env-apt.log 2>&1; then
+      echo "setup-env: warning: could not install Chromium (see /tmp/setup-env-apt.log): the" \
+        "browser test of \`mnist-ae ui\` (tests/test_ui.py) needs it" >&2
+    fi
+  else
+    echo "setup-env: warning: chromium not found: the browser test of \`mnist-ae ui\`" \
+      "(tests/test_ui.py) needs it and skips without it (Debian/Ubuntu: apt install chromium)" >&2
+  fi
+fi
+
 # --locked: install exactly uv.lock, and stop if it no longer matches pyproject.toml (then run
 # `make lock`). No Python downloads: use $python. --link-mode copy: the environment shares no
 # files with uv's cache.

@@ -5,7 +5,8 @@
 - run: attaching every stage of one `dvc repro` / `dvc exp run` to the same run, with params
   and tags (secrets left out);
 - row: what the row holds — each stage's metrics, curves, models and files, declared once in
-  `row.ROW` — and the trackers that log it, live and back-filled.
+  `row.ROW` — and the trackers that log it, live and back-filled;
+- links: links into the MLflow UI that open the runs table in its Model training view.
 
 Nothing here writes to a DVC output: run ids and timestamps live only in MLflow.
 """
