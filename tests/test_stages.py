@@ -88,7 +88,13 @@ def test_what_a_stage_reads_and_writes_is_recorded(workdir: Path) -> None:
     provenance.reset()
     train_dense.run(RecordedParams(_params()), workdir)
     recorded = provenance.recorded()
-    # The whole section (through fit_options / model_dump) and the key that shapes the model.
-    assert recorded["params"] == ["seed", "train_dense", "train_dense.encoding_dim"]
+    # The whole section (through fit_options / model_dump), the key that shapes the model and
+    # the split size that the summary's dataset description records.
+    assert recorded["params"] == [
+        "seed",
+        "train_dense",
+        "train_dense.encoding_dim",
+        "train_dense.validation_samples",
+    ]
     assert set(recorded["read"]) - set(recorded["written"]) == {artifacts.MNIST.path}
     assert set(recorded["written"]) == {a.path for a in artifacts.produced_by("train_dense")}

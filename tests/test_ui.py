@@ -22,14 +22,11 @@ import sys
 import threading
 import time
 import urllib.request
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
-import mlflow.data
-import numpy as np
 import psutil
 import pytest
 from mlflow.tracking import MlflowClient
@@ -37,10 +34,12 @@ from mlflow.tracking import MlflowClient
 from mnist_ae.commands import MODULES, ui
 from mnist_ae.tracking import store
 from mnist_ae.tracking.links import runs_url
+from mnist_ae.tracking.row import log_training_datasets
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_NAME = "repro-abc1234"
-DATASET_NAME = "mnist-train"
+DATASET_NAME = "mnist"
+SHA256 = "0123abcd" * 8  # MLflow shows the first 32 hex digits: the digest
 LINK_TIMEOUT = 120  # seconds; the link comes after about 5 s (8 s on a busy 2-core machine)
 
 # `mnist-ae ui` with only this command's parser (mnist_ae.main imports every command), from
@@ -123,20 +122,10 @@ def test_store_in_a_missing_directory_fails_in_one_line(
     )
 
 
-def log_training_dataset(array: np.ndarray) -> None:
-    """Log `array` as the active run's training data, as the UI's Dataset column shows it.
-
-    TODO: once the pipeline logs its own datasets (the main developer is adding that), call
-    the project's function here, so that this test opens what the pipeline really logs.
-    """
-    with warnings.catch_warnings():
-        # MLflow 3.17 registers its local-file source twice (schemes "" and "file"), so any
-        # local path "can be interpreted in multiple ways"; both are LocalArtifactDatasetSource.
-        warnings.filterwarnings("ignore", "The specified dataset source can be interpreted")
-        dataset = mlflow.data.from_numpy(
-            array, source="data/prepared/train.npz", name=DATASET_NAME, digest="0123abcd"
-        )
-    mlflow.log_input(dataset, context="training")
+def log_training_dataset(client: MlflowClient, run_id: str) -> None:
+    """Log training data as the pipeline does (tracking.row.log_training_datasets)."""
+    described = {"file": "data/mnist.npz", "sha256": SHA256, "train_samples": 3}
+    log_training_datasets(client, run_id, {DATASET_NAME: described | {"validation_samples": 1}})
 
 
 @dataclass
@@ -230,16 +219,11 @@ def running_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningUi]:
         started = psutil.Process(process.pid).children(recursive=True)
         experiment = re.search(r"#/experiments/(\d+)/runs", link).group(1)
         uri = f"sqlite:///{workspace / 'mlflow.db'}?timeout=60"
-        # TODO: store.experiment_id will set this tag itself (the main developer is adding it,
-        # for new and existing stores); then drop this line.
-        MlflowClient(uri).set_experiment_tag(
-            experiment, "mlflow.experimentKind", "custom_model_development"
-        )
         previous_uri = mlflow.get_tracking_uri()
         mlflow.set_tracking_uri(uri)
         try:
             with mlflow.start_run(experiment_id=experiment, run_name=RUN_NAME) as run:
-                log_training_dataset(np.zeros((4, 28, 28), dtype=np.float32))
+                log_training_dataset(MlflowClient(uri), run.info.run_id)
                 mlflow.log_dict({"psnr": 20.0}, "evaluation.json")
         finally:
             mlflow.set_tracking_uri(previous_uri)
@@ -416,7 +400,7 @@ def test_the_link_opens_the_runs_table_in_the_training_view(
     assert page.title == f"Runs - Experiment {running_ui.experiment_id} - MLflow"
     assert page.view == "machine_learning"
     assert RUN_NAME in page.text
-    assert f"{DATASET_NAME} (0123abcd) training" in page.text  # the Dataset column
+    assert f"{DATASET_NAME} ({SHA256[:32]}) training" in page.text  # the Dataset column
 
 
 def test_the_plain_experiment_link_opens_the_genai_overview(
@@ -441,7 +425,7 @@ def test_the_run_link_opens_the_run_in_the_training_view(
     assert page.title == f"Run {running_ui.run_id} - MLflow"
     assert page.view == "machine_learning"
     assert RUN_NAME in page.text
-    assert f"{DATASET_NAME} (0123abcd) training" in page.text
+    assert f"{DATASET_NAME} ({SHA256[:32]}) training" in page.text
 
 
 # Last: it stops the module's server.

@@ -40,13 +40,13 @@ from mnist_ae.tracking.links import runs_url
 from mnist_ae.tracking.run import SECRET_NAME
 from mnist_ae.tracking.store import (
     TrackingUnavailableError,
+    artifact_root,
     check_reachable,
     configure_http_client,
     display_uri,
     experiment_id,
     explain_failure,
     repository_root,
-    sqlite_database,
     store_lock,
     tracking_uri,
 )
@@ -154,13 +154,6 @@ def ensure_experiment(uri: str, name: str) -> str:
             f"MLflow store {display_uri(uri)}: {_first_line(exc)}"
         )
         raise problem from exc
-
-
-def artifact_root(uri: str) -> str | None:
-    """Where the server puts artifacts of experiments made through it: mlruns/ beside a SQLite
-    store, as store.experiment_id does for the project's own; None: MLflow's default."""
-    database = sqlite_database(uri)
-    return None if database is None else (database.resolve().parent / "mlruns").as_uri()
 
 
 def serve(uri: str, experiment: str, host: str, port: int, open_browser: bool) -> int:

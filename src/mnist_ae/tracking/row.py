@@ -13,6 +13,7 @@ MBs; the run that has it is linked from the row's `git.commit` and DVC experimen
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,27 +250,48 @@ class LiveTracker(Tracker):
         return logged
 
     def _log_missing_datasets(self, summary: artifacts.Json) -> list[str]:
-        """Log the training datasets a summary names that the run lacks (name and digest)."""
-        from mlflow.data.artifact_dataset_sources import LocalArtifactDatasetSource
-        from mlflow.data.meta_dataset import MetaDataset
+        """Log the training datasets a summary names that the run lacks."""
+        described = summary.read(self.workdir).get("datasets", {})
+        return log_training_datasets(self.client, self.run_id, described)
 
-        inputs = self.client.get_run(self.run_id).inputs
-        present = {(item.dataset.name, item.dataset.digest) for item in inputs.dataset_inputs}
-        logged = []
-        for name, described in summary.read(self.workdir).get("datasets", {}).items():
-            # MLflow stores at most 36 characters of digest: the first 32 hex digits of the
-            # file's SHA-256 (128 bits); the whole one is the input's `sha256` tag.
-            digest = described["sha256"][:32]
-            if (name, digest) in present:
-                continue
-            dataset = MetaDataset(LocalArtifactDatasetSource(described["file"]), name, digest)
-            tags = {
-                "sha256": described["sha256"],
-                "train_samples": str(described["train_samples"]),
-                "validation_samples": str(described["validation_samples"]),
-            }
-            with held_signals():
-                mlflow.log_input(dataset, context="training", tags=tags)
-            present.add((name, digest))
-            logged.append(f"dataset {name}")
-        return logged
+
+def log_training_datasets(
+    client: MlflowClient, run_id: str, described: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    """Log data files as the run's training datasets (MLflow dataset inputs, context
+    "training"), each `{name: {file, sha256, train_samples, validation_samples}}` as a training
+    summary records them (pipeline.train), unless the run has it (same name and digest)."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    inputs = client.get_run(run_id).inputs
+    present = {(item.dataset.name, item.dataset.digest) for item in inputs.dataset_inputs}
+    logged = []
+    for name, dataset in described.items():
+        # MLflow stores at most 36 characters of digest: the first 32 hex digits of the
+        # file's SHA-256 (128 bits); the whole one is the input's `sha256` tag.
+        digest = dataset["sha256"][:32]
+        if (name, digest) in present:
+            continue
+        with warnings.catch_warnings():
+            # MLflow 3.17 registers its local-file source for two schemes ("" and "file"), so
+            # a relative path "can be interpreted in multiple ways": both are the same class.
+            warnings.filterwarnings("ignore", "The specified dataset source can be interpreted")
+            source = resolve_dataset_source(dataset["file"])
+        meta = MetaDataset(source, name, digest)
+        tags = {
+            MLFLOW_DATASET_CONTEXT: "training",
+            "sha256": dataset["sha256"],
+            "train_samples": str(dataset["train_samples"]),
+            "validation_samples": str(dataset["validation_samples"]),
+        }
+        entry = DatasetInput(
+            meta._to_mlflow_entity(), [InputTag(key, value) for key, value in tags.items()]
+        )
+        with held_signals():
+            client.log_inputs(run_id, datasets=[entry])
+        present.add((name, digest))
+        logged.append(f"dataset {name}")
+    return logged

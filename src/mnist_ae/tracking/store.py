@@ -247,11 +247,13 @@ def experiment_id(client: MlflowClient, name: str) -> str:
         if experiment.tags.get(key) != kind:
             client.set_experiment_tag(experiment.experiment_id, key, kind)
         return experiment.experiment_id
-    artifact_location = None
-    database = sqlite_database(tracking_uri())
-    if database is not None:
-        # "Artifacts beside the store": mlruns/ next to mlflow.db, whatever the working dir.
-        artifact_location = (database.resolve().parent / "mlruns").as_uri()
     return client.create_experiment(
-        name, artifact_location=artifact_location, tags=dict([EXPERIMENT_KIND])
+        name, artifact_location=artifact_root(tracking_uri()), tags=dict([EXPERIMENT_KIND])
     )
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a SQLite store's artifacts go: "artifacts beside the store", mlruns/ next to
+    mlflow.db whatever the working directory; None (MLflow's default) for other stores."""
+    database = sqlite_database(uri)
+    return None if database is None else (database.resolve().parent / "mlruns").as_uri()
