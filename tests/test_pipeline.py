@@ -21,6 +21,7 @@ import yaml
 
 from mnist_ae import artifacts
 from mnist_ae.config import flatten
+from mnist_ae.tracking.links import runs_url
 from pipeline_repo import OUTPUTS, SECRETS, STAGES, TEAM_USER, Pipeline, TeamServer
 
 pytestmark = pytest.mark.e2e
@@ -272,11 +273,14 @@ def test_changing_a_figures_param_reruns_only_figures_and_logs_a_complete_row(
     pipeline: Pipeline,
 ) -> None:
     pipeline.edit_params("figures", "dpi", 60)
-    ran, _ = pipeline.repro()
+    ran, result = pipeline.repro()
     assert ran == ["check_params", "figures", "report"]  # the report embeds the figures
     runs = pipeline.runs()
     assert len(runs) == 2
     first, latest = runs[0], runs[-1]
+    # The run ends with its link on the server, opening the run in the Model training view.
+    link = runs_url(pipeline.tracking_uri, latest.info.experiment_id, latest.info.run_id)
+    assert f"[report] MLflow run {latest.info.run_name}: {link}\n" in result.stderr
     assert latest.data.params["figures.dpi"] == "60"
     assert latest.data.tags["pipeline.stages_run"] == "figures,report"
     # The same row as the first run's, where every stage ran and logged its part live: the

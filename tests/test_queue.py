@@ -61,8 +61,10 @@ def swept(
     # are checked out from the cache rather than re-run.
     pipe.run("git", "add", "-A")
     pipe.run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results")
-    ran, _ = pipe.repro("--force", "--single-item", "report")  # a plain workspace run
+    ran, result = pipe.repro("--force", "--single-item", "report")  # a plain workspace run
     assert ran == ["report"]
+    if server is None:  # the run's last line says how to see it
+        assert "open it with `mnist-ae ui`\n" in result.stderr
     report_code = pipe.root / "src/mnist_ae/report.py"
     original = report_code.read_text()
     for name, settings in _experiments(pipe).items():

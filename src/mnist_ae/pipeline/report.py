@@ -12,7 +12,7 @@ from mnist_ae.tracking import NO_TRACKING, Tracker
 
 def run(params: Params, workdir: Path, tracker: Tracker = NO_TRACKING) -> None:
     """Write the run report, fill in the MLflow row for the stages DVC skipped, and register
-    the models this run trained (tracking.registry)."""
+    the models this run trained (tracking.registry); end with where the run is in MLflow."""
     values = {key: lookup(params, key) for key in report.KEY_PARAMS}
     evaluation = artifacts.EVALUATION.read(workdir)
     links = {name: f"../{png.path}" for name, png in artifacts.FIGURES.items()}
@@ -22,3 +22,4 @@ def run(params: Params, workdir: Path, tracker: Tracker = NO_TRACKING) -> None:
     tracker.log_stage("report")
     tracker.complete_row()
     tracker.register_models(evaluation)
+    tracker.announce()  # last: the line a user reads when `dvc repro` ends

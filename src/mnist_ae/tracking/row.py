@@ -13,6 +13,7 @@ MBs; the run that has it is linked from the row's `git.commit` and DVC experimen
 from __future__ import annotations
 
 import logging
+import urllib.parse
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from mlflow.tracking import MlflowClient
 from mnist_ae import artifacts
 from mnist_ae.config import RegistryParams, flatten
 from mnist_ae.signals import held_signals
+from mnist_ae.tracking.links import runs_url
+from mnist_ae.tracking.store import display_uri
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +137,9 @@ class Tracker:
         `evaluation`) and move the champion alias where they beat it."""
         return []
 
+    def announce(self) -> None:
+        """Say where the run is in MLflow and how to open it."""
+
 
 NO_TRACKING = Tracker()
 
@@ -210,6 +216,15 @@ class LiveTracker(Tracker):
 
     def log_stage(self, stage: str) -> None:
         self._log_missing(stage, set(self.client.get_run(self.run_id).data.metrics))
+
+    def announce(self) -> None:
+        info = self.client.get_run(self.run_id).info
+        if urllib.parse.urlsplit(self.uri).scheme in ("http", "https"):
+            # The runs table in the UI's Model training view, this run opened (tracking.links).
+            where = runs_url(self.uri, info.experiment_id, self.run_id)
+        else:  # a file or database store has no UI of its own: `mnist-ae ui` serves one
+            where = f"in {display_uri(self.uri)}, open it with `mnist-ae ui`"
+        log.info("MLflow run %s: %s", info.run_name, where)
 
     def complete_row(self) -> list[str]:
         present = set(self.client.get_run(self.run_id).data.metrics)
