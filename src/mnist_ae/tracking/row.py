@@ -199,13 +199,21 @@ class LiveTracker(Tracker):
         if not any(name in row.models for row in ROW.values()):
             raise ValueError(f"model '{name}' is not in the MLflow row's schema (ROW)")
         signature = infer_signature(sample, model.predict(sample, verbose=0))
-        mlflow.keras.log_model(
-            model,
-            name=name,
-            signature=signature,
-            # Explicit requirements: MLflow's inference would re-import the model in a subprocess.
-            pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
-        )
+        # uv's .venv has no pip, so MLflow warns (twice) that the conda.yaml it writes names
+        # pip without a version; harmless here, where the pip requirements are explicit.
+        environment_log = logging.getLogger("mlflow.utils.environment")
+        level = environment_log.level
+        environment_log.setLevel(logging.ERROR)
+        try:
+            mlflow.keras.log_model(
+                model,
+                name=name,
+                signature=signature,
+                # Explicit: MLflow's inference would re-import the model in a subprocess.
+                pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
+            )
+        finally:
+            environment_log.setLevel(level)
 
     def register_models(self, evaluation: Mapping[str, Any]) -> list[Any]:
         from mnist_ae.tracking.registry import register_run_models
