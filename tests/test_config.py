@@ -80,6 +80,18 @@ def test_unknown_key_and_missing_section(raw: dict[str, Any]) -> None:
         parse_params(raw)
 
 
+def test_a_misspelt_key_of_an_optional_section_gets_a_suggestion(raw: dict[str, Any]) -> None:
+    """tracking.registry.models.conv_denoiser may be null: its keys are still known."""
+    rule = raw["tracking"]["registry"]["models"]["conv_denoiser"]
+    rule["metricc"] = rule.pop("metric")
+    with pytest.raises(ParamsError) as raised:
+        parse_params(raw)
+    assert str(raised.value) == (
+        "params.yaml: unknown key 'tracking.registry.models.conv_denoiser.metricc' "
+        "(did you mean 'metric'?) (and 1 more)"
+    )
+
+
 def test_idx_source_needs_a_directory(raw: dict[str, Any]) -> None:
     raw["prepare"]["source"] = "idx"
     with pytest.raises(ParamsError, match="idx_dir must be set"):

@@ -23,10 +23,11 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from mnist_ae import data, images, models
-from mnist_ae.commands.denoise import mlflow_tracking_uri
 from mnist_ae.io import load_model, save_model
 from mnist_ae.main import main
 from mnist_ae.noise import add_gaussian_noise
+from mnist_ae.tracking.store import HTTP_DEFAULTS, global_tracking_uri
+from pipeline_repo import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 FONT = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
@@ -94,7 +95,7 @@ def test_mnist_digits_come_back_from_large_inverted_jpegs(
     mnist_digits: tuple[np.ndarray, np.ndarray], tmp_path: Path
 ) -> None:
     # Measured on all 10,000 test digits written this way (JPEG quality 90): mean absolute
-    # error median 0.018, 99th percentile 0.084; after the best shift of at most one pixel,
+    # error median 0.018, 99th percentile 0.083; after the best shift of at most one pixel,
     # median 0.016, 99th percentile 0.045. What remains is resampling (the ×7 upscale and the
     # fit back to 20 pixels), and the whole-pixel placement by centre of mass, which MNIST
     # rounded too (its centres spread ±0.29 px, a uniform ±0.5): a slightly different digit
@@ -270,7 +271,7 @@ def champion(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, keras.
     model = _tiny(lambda: models.build_conv_denoiser(filters=4))
     # In the store's folder: its artifacts go to ./mlruns. Then MLflow's global URI and the
     # environment go back as they were.
-    with pytest.MonkeyPatch.context() as patch, mlflow_tracking_uri(uri):
+    with pytest.MonkeyPatch.context() as patch, global_tracking_uri(uri):
         patch.chdir(root)
         with mlflow.start_run() as run:
             mlflow.keras.log_model(model, name="conv_denoiser", pip_requirements=[])
@@ -295,7 +296,7 @@ def test_models_come_from_mlflow_uris(
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     # MLflow's global URI elsewhere: the command must use the project's, and put this one back.
     elsewhere = f"sqlite:///{in_workspace / 'elsewhere.db'}"
-    with mlflow_tracking_uri(elsewhere):
+    with global_tracking_uri(elsewhere):
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # set_tracking_uri exported its own
         _jpeg_of(mnist_digits[0][5], in_workspace / "five.jpg")
         digit = images.read_digit(in_workspace / "five.jpg").digit
@@ -327,6 +328,28 @@ def test_models_come_from_mlflow_uris(
             assert mlflow.get_tracking_uri() == elsewhere
     assert "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ
     assert not (in_workspace / "elsewhere.db").exists()
+
+
+def test_a_tracking_server_that_is_down_fails_in_one_line(
+    in_workspace: Path,
+    mnist_digits: tuple[np.ndarray, np.ndarray],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    for name in HTTP_DEFAULTS:  # set by the command: unset again after the test
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    _jpeg_of(mnist_digits[0][5], in_workspace / "five.jpg")
+    champion = "models:/mnist-conv-denoiser@champion"
+    assert main(["denoise", "five.jpg", "--model", champion, "--out", "out"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"mnist-ae denoise: error: MLflow tracking server {server} is unreachable ("
+    ), err
+    assert err.count("\n") == 1 and "MNIST_AE_DEBUG" not in err
+    assert not (in_workspace / "out").exists()
 
 
 def _bomb(path: Path, width: int, height: int) -> Path:
@@ -460,13 +483,14 @@ def test_a_bad_model_or_clashing_names_fail_in_one_line_and_write_nothing(
 
 
 def test_the_command_line_fails_in_one_line_after_loading_tensorflow(tmp_path: Path) -> None:
-    """A real process, which imports TensorFlow itself: its native start-up lines on stderr
-    are filtered, so a failure is still one line."""
+    """The installed console script `mnist-ae` (pyproject's [project.scripts]), run on this
+    checkout's code, in a real process that imports TensorFlow itself: its native start-up
+    lines on stderr are filtered, so a failure is still one line."""
     _font_digit("2", (120, 160), "black", "white").save(tmp_path / "two.png")
     (tmp_path / "broken.keras").write_bytes(b"PK\x03\x04 not really a zip")
     environment = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     environment.pop("MNIST_AE_DEBUG", None)
-    command = [sys.executable, "-m", "mnist_ae.main", "denoise", "two.png"]
+    command = [str(Path(sys.executable).parent / "mnist-ae"), "denoise", "two.png"]
     result = subprocess.run(
         [*command, "--model", "broken.keras", "--out", "out"],
         cwd=tmp_path,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +49,16 @@ def test_atomic_write_leaves_target_untouched_on_failure(tmp_path: Path) -> None
         raise RuntimeError("interrupted")
     assert target.read_bytes() == before
     assert sorted(path.name for path in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_atomic_writes_get_a_new_files_permissions(tmp_path: Path) -> None:
+    """Not mkstemp's owner-only 0600: what any new file gets under the umask."""
+    previous = os.umask(0o027)
+    try:
+        io.write_bytes(tmp_path / "result.png", b"png")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "result.png").stat().st_mode) == 0o640
 
 
 def test_keras_archive_is_byte_identical_for_identical_weights(tmp_path: Path) -> None:

@@ -298,6 +298,9 @@ def test_changing_a_figures_param_reruns_only_figures_and_logs_a_complete_row(
         assert key in latest.data.metrics, key
     assert latest.data.metrics["data.train_samples"] == 400
     client = pipeline.client()
+    for name in ("mnist-conv-denoiser", "mnist-dense-autoencoder"):  # nothing was retrained
+        assert len(client.search_model_versions(f"name='{name}'")) == 1, name
+    assert not any(key.startswith("registry.") for key in latest.data.tags)
     history = client.get_metric_history(latest.info.run_id, "conv.val_loss")
     assert [point.step for point in history] == [1]
     sweep = client.get_metric_history(latest.info.run_id, "sweep.conv_denoiser_psnr")

@@ -64,7 +64,7 @@ def swept(
     ran, result = pipe.repro("--force", "--single-item", "report")  # a plain workspace run
     assert ran == ["report"]
     if server is None:  # the run's last line says how to see it
-        assert "open it with `mnist-ae ui`\n" in result.stderr
+        assert "; open it with mnist-ae ui\n" in result.stderr
     report_code = pipe.root / "src/mnist_ae/report.py"
     original = report_code.read_text()
     for name, settings in _experiments(pipe).items():

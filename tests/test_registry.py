@@ -16,7 +16,9 @@ import yaml
 
 from mnist_ae import tracking
 from mnist_ae.config import Params, parse_params
-from mnist_ae.tracking.registry import DECISION_TAG, TEST_DATA_TAG
+from mnist_ae.evaluation import arrays_sha256
+from mnist_ae.tracking.registry import DECISION_TAG, TEST_DATA_TAG, register_tracked_models
+from mnist_ae.tracking.store import global_tracking_uri
 
 REPO = Path(__file__).resolve().parents[1]
 CONV, DENSE = "mnist-conv-denoiser", "mnist-dense-autoencoder"
@@ -26,12 +28,12 @@ SAME_DATA = {"reconstruction_sha256": "r" * 64, "denoising_sha256": "d" * 64}
 @pytest.fixture
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh SQLite store; the registry is the tracking store (MLflow's default)."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-    assert mlflow.get_registry_uri() == mlflow.get_tracking_uri()
-    previous = mlflow.get_tracking_uri()
-    yield tmp_path
-    mlflow.set_tracking_uri(previous)
+    with global_tracking_uri(uri):  # and back to what it was, unset included
+        assert mlflow.get_registry_uri() == mlflow.get_tracking_uri() == uri
+        yield tmp_path
 
 
 def _params(**registry: Any) -> Params:
@@ -72,7 +74,7 @@ def _pipeline_run(
         for model in trained:
             tracker.log_model(model, _tiny_model(4), sample)
     with tracking.pipeline_run("report", params, store) as tracker:
-        return tracker.register_models(evaluation)
+        return register_tracked_models(tracker, evaluation)
 
 
 def _champion(name: str) -> int:
@@ -122,6 +124,39 @@ def test_a_run_that_trained_nothing_registers_nothing(
     client = mlflow.MlflowClient()
     assert len(client.search_model_versions(f"name='{DENSE}'")) == 1
     assert len(client.search_model_versions(f"name='{CONV}'")) == 2
+
+
+def test_a_retried_report_stage_registers_no_second_version(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (conv, dense) = _pipeline_run(store, monkeypatch, "retried", _evaluation(19.0, 0.1))
+    assert conv.champion and dense.champion
+    # The same invocation's report stage again (it failed after registering; DVC reruns it).
+    with tracking.pipeline_run("report", _params(), store) as tracker:
+        again = register_tracked_models(tracker, _evaluation(19.0, 0.1))
+    assert [(r.name, r.version, r.champion) for r in again] == [(CONV, 1, True), (DENSE, 1, True)]
+    assert again[0].decision == f"{CONV} v1: champion already"
+    client = mlflow.MlflowClient()
+    for name in (CONV, DENSE):
+        assert len(client.search_model_versions(f"name='{name}'")) == 1
+        assert _champion(name) == 1
+    # A worse run after it still compares with v1.
+    (worse, _) = _pipeline_run(store, monkeypatch, "worse", _evaluation(18.0, 0.2))
+    assert (worse.version, worse.champion) == (2, False)
+
+
+def test_the_test_data_digest_names_exactly_the_arrays() -> None:
+    clean = np.zeros((3, 28, 28), dtype=np.float32)
+    noisy = np.full((3, 28, 28), 0.5, dtype=np.float32)
+    digest = arrays_sha256(clean, noisy)
+    assert digest == arrays_sha256(clean.copy(), noisy.copy())
+    assert len(digest) == 64
+    changed = noisy.copy()
+    changed[0, 0, 0] = 0.25
+    assert arrays_sha256(clean, changed) != digest  # one pixel of the noisy set
+    assert arrays_sha256(clean, noisy.astype(np.float64)) != digest  # the dtype
+    assert arrays_sha256(clean, noisy.reshape(3, 784)) != digest  # the shape
+    assert arrays_sha256(clean) != digest  # not the reconstruction set's digest
 
 
 def test_a_champion_measured_on_other_test_data_is_not_compared(

@@ -33,7 +33,7 @@ from mlflow.tracking import MlflowClient
 from mnist_ae import data, models, noise, tracking
 from mnist_ae.config import load_params
 from mnist_ae.tracking.registry import register_run_models
-from mnist_ae.tracking.store import experiment_id
+from mnist_ae.tracking.store import experiment_id, global_tracking_uri
 from pipeline_repo import free_port
 
 MODEL_NAME = "mnist-conv-denoiser"
@@ -94,17 +94,6 @@ def register_champion(client: MlflowClient, run_id: str, uri: str) -> None:
     }
     (registered,) = register_run_models(client, run_id, policy, evaluation, uri)
     assert registered.champion and registered.name == MODEL_NAME
-
-
-@contextlib.contextmanager
-def tracking_uri(uri: str) -> Iterator[None]:
-    """Point this process's MLflow client at `uri`, and back."""
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)
 
 
 def _ping(host: str, port: int) -> bool:
@@ -210,7 +199,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("serve")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     digits = noisy_test_digits(16)
-    with tracking_uri(uri):
+    with global_tracking_uri(uri):
         client = MlflowClient(uri)
         register_champion(client, log_conv_denoiser(client, root, digits[:8]), uri)
         model = mlflow.pyfunc.load_model(CHAMPION)
@@ -397,8 +386,11 @@ def test_the_readme_commands_serve_and_query_the_model(served: Served, tmp_path:
     section = readme.split("### Serve a model over HTTP\n", 1)[1]
     section = re.split(r"\n##+ ", section, maxsplit=1)[0]
     serve, query = re.findall(r"```bash\n(.*?)```", section, re.DOTALL)
-    assert " ".join(["mlflow", *SERVE, "5002"]) in serve
-    assert "export MLFLOW_TRACKING_URI=sqlite:///mlflow.db" in serve
+    # The store named for this command alone, by an absolute path: an exported relative one
+    # would follow the shell into other folders (a queued experiment's copy, for one).
+    command = " ".join(["mlflow", *SERVE, "5002"])
+    assert f'MLFLOW_TRACKING_URI="sqlite:///$PWD/mlflow.db" \\\n  {command}\n' in serve
+    assert "export MLFLOW_TRACKING_URI" not in serve
     result = subprocess.run(
         ["bash", "-e", "-c", query.replace("127.0.0.1:5002", f"{served.host}:{served.port}")],
         cwd=tmp_path,

@@ -280,25 +280,24 @@ def test_ctrl_c_while_logging_leaves_the_run_to_be_marked_failed(tmp_path: Path)
     """Ctrl-C inside an SQLite write left the store locked for the rest of the process: marking
     the run FAILED then failed ("database is locked") with a logged traceback. 40 interrupts at
     seeded random moments of a logging loop; without held_signals several of them hit a write."""
-    previous_uri = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}?timeout=5")
-    experiment_id = mlflow.create_experiment("interrupts")
-    moments = random.Random(0)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}?timeout=5"
     previous = signal.signal(signal.SIGALRM, lambda *_: signal.raise_signal(signal.SIGINT))
-    try:
-        for _ in range(40):
-            run = mlflow.start_run(experiment_id=experiment_id)
-            signal.setitimer(signal.ITIMER_REAL, moments.uniform(0.001, 0.08))
-            with pytest.raises(KeyboardInterrupt):
-                for step in range(100_000):
-                    row.log_metrics({"loss": 1.0, "val_loss": 2.0}, step=step)
-            mlflow.end_run(status="FAILED")
-            assert mlflow.get_run(run.info.run_id).info.status == "FAILED"
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-        mlflow.end_run()
-        mlflow.set_tracking_uri(previous_uri)
+    with store.global_tracking_uri(uri):
+        try:
+            experiment_id = mlflow.create_experiment("interrupts")
+            moments = random.Random(0)
+            for _ in range(40):
+                run = mlflow.start_run(experiment_id=experiment_id)
+                signal.setitimer(signal.ITIMER_REAL, moments.uniform(0.001, 0.08))
+                with pytest.raises(KeyboardInterrupt):
+                    for step in range(100_000):
+                        row.log_metrics({"loss": 1.0, "val_loss": 2.0}, step=step)
+                mlflow.end_run(status="FAILED")
+                assert mlflow.get_run(run.info.run_id).info.status == "FAILED"
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            mlflow.end_run()
 
 
 def test_ctrl_c_while_the_run_starts_marks_it_failed(
@@ -308,8 +307,8 @@ def test_ctrl_c_while_the_run_starts_marks_it_failed(
     stage body never runs (it was acted on outside that, and the run stayed RUNNING)."""
     from mnist_ae.config import load_params
 
-    previous_uri = mlflow.get_tracking_uri()
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     start_run = mlflow.start_run
 
     def interrupted_start_run(*args: object, **kwargs: object) -> mlflow.ActiveRun:
@@ -318,17 +317,17 @@ def test_ctrl_c_while_the_run_starts_marks_it_failed(
         return run
 
     monkeypatch.setattr(mlflow, "start_run", interrupted_start_run)
-    try:
-        with (
-            pytest.raises(KeyboardInterrupt),
-            tracking.pipeline_run("prepare", load_params(), tmp_path),
-        ):
-            pytest.fail("the stage ran after Ctrl-C")
-        runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
-        assert [run.info.status for run in runs] == ["FAILED"]
-    finally:
-        mlflow.end_run()
-        mlflow.set_tracking_uri(previous_uri)
+    with store.global_tracking_uri(uri):  # pipeline_run sets it
+        try:
+            with (
+                pytest.raises(KeyboardInterrupt),
+                tracking.pipeline_run("prepare", load_params(), tmp_path),
+            ):
+                pytest.fail("the stage ran after Ctrl-C")
+            runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+            assert [run.info.status for run in runs] == ["FAILED"]
+        finally:
+            mlflow.end_run()
 
 
 def test_the_row_schema_names_each_stage_and_only_its_own_outputs() -> None:
@@ -455,14 +454,12 @@ def test_params_are_logged_under_dotted_names(
     raw["baselines"]["grids"]["median"] = [3, 5]
     raw["train_dense"]["jit_compile"] = True
     raw["train_conv"]["jit_compile"] = "auto"
-    previous_uri = mlflow.get_tracking_uri()
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    try:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with store.global_tracking_uri(uri):  # pipeline_run sets it
         with tracking.pipeline_run("prepare", parse_params(raw), tmp_path):
             run_id = mlflow.active_run().info.run_id
         logged = mlflow.get_run(run_id).data.params
-    finally:
-        mlflow.set_tracking_uri(previous_uri)
     expected = {
         "seed": "7",
         "tracking.experiment_name": "flattened",

@@ -219,14 +219,12 @@ def running_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningUi]:
         started = psutil.Process(process.pid).children(recursive=True)
         experiment = re.search(r"#/experiments/(\d+)/runs", link).group(1)
         uri = f"sqlite:///{workspace / 'mlflow.db'}?timeout=60"
-        previous_uri = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(uri)
-        try:
-            with mlflow.start_run(experiment_id=experiment, run_name=RUN_NAME) as run:
-                log_training_dataset(MlflowClient(uri), run.info.run_id)
-                mlflow.log_dict({"psnr": 20.0}, "evaluation.json")
-        finally:
-            mlflow.set_tracking_uri(previous_uri)
+        with (
+            store.global_tracking_uri(uri),
+            mlflow.start_run(experiment_id=experiment, run_name=RUN_NAME) as run,
+        ):
+            log_training_dataset(MlflowClient(uri), run.info.run_id)
+            mlflow.log_dict({"psnr": 20.0}, "evaluation.json")
         yield RunningUi(
             process, workspace, port, link, experiment, run.info.run_id, started, output, reader
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import resource
 import signal
 import sys
@@ -15,6 +16,44 @@ from mnist_ae.config import Params, ParamsError, load_params
 from mnist_ae.signals import StageTerminatedError, raise_terminated
 
 DEBUG_ENV = "MNIST_AE_DEBUG"
+# user:password@ in a URL that an error message quotes (MLflow's do): up to the last "@"
+# before the path, since a password may hold a raw "@".
+_URL_USERINFO = re.compile(r"([a-zA-Z][\w+.-]*://)[^/\s]*@")
+
+
+def debugging() -> bool:
+    """Whether MNIST_AE_DEBUG asks for tracebacks instead of one-line errors."""
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """An error's first line for a one-line message: URL credentials removed, at most `limit`
+    characters; the exception's type when it has no message."""
+    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    line = _URL_USERINFO.sub(r"\1", line)
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def quiet_libraries() -> None:
+    """Only MLflow's and Alembic's warnings and errors, not their progress lines ("Creating
+    initial MLflow database tables...")."""
+    for chatty in ("mlflow", "alembic"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
+def command_error(command: str, error: Exception, explained: tuple[type, ...] = ()) -> int:
+    """Print a command's error as one line on stderr and return exit code 1; an error of an
+    `explained` type says all, others get the traceback hint. Re-raised under MNIST_AE_DEBUG."""
+    if debugging():
+        raise error
+    if isinstance(error, explained):
+        print(f"{command}: error: {first_line(error)}", file=sys.stderr)
+    else:
+        print(
+            f"{command}: error: {first_line(error)} (set {DEBUG_ENV}=1 for a traceback)",
+            file=sys.stderr,
+        )
+    return 1
 
 
 def run_stage(
@@ -28,9 +67,7 @@ def run_stage(
     next `dvc repro` resumes where this one stopped.
     """
     logging.basicConfig(level=logging.INFO, format=f"[{stage}] %(message)s")
-    for chatty in ("mlflow", "alembic"):  # e.g. "Creating initial MLflow database tables..."
-        logging.getLogger(chatty).setLevel(logging.WARNING)
-    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    quiet_libraries()
     signal.signal(signal.SIGTERM, raise_terminated)
     started = time.monotonic()
     try:
@@ -46,11 +83,7 @@ def run_stage(
         print(f"{stage}: terminated by SIGTERM; run it again to resume", file=sys.stderr)
         sys.exit(143)
     except Exception as exc:
-        if debug:
-            raise
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"{stage}: error: {message} (set {DEBUG_ENV}=1 for a traceback)", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(command_error(stage, exc))
     # Read by scripts/time_stages.py (the benchmark's per-stage wall time and peak memory).
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB; bytes on macOS
     peak_mb = peak_rss / (1024 * 1024 if sys.platform == "darwin" else 1024)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -264,8 +264,10 @@ def _known_keys(location: tuple[Any, ...]) -> list[str]:
     model: Any = Params
     for part in location:
         field = model.model_fields.get(str(part))
-        model = field.annotation if field is not None else None
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        # A section that may be null (`DenoiserRule | None`) is known by its model's keys.
+        members = (get_args(field.annotation) or (field.annotation,)) if field else ()
+        model = next((m for m in members if isinstance(m, type) and issubclass(m, BaseModel)), None)
+        if model is None:
             return []
     return list(model.model_fields)
 

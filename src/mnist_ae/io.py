@@ -37,6 +37,10 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
     )
     os.close(handle)
     temporary = Path(name)
+    # mkstemp makes it 0600; the result gets the permissions of any new file (umask applied).
+    umask = os.umask(0o022)
+    os.umask(umask)
+    temporary.chmod(0o666 & ~umask)
     try:
         yield temporary
         os.replace(temporary, target)

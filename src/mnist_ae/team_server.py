@@ -617,6 +617,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"MLflow tracking server at {url} (PostgreSQL on 127.0.0.1, logs in {layout.root})"
             )
+            # The bare URL opens MLflow's GenAI view; `mnist-ae ui` links to the runs table.
+            print(f"Its runs: MLFLOW_TRACKING_URI={url} mnist-ae ui")
         elif arguments.command == "stop":
             stop(layout)
             print("stopped")

@@ -18,13 +18,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import logging
 import math
 import os
 import re
 import sys
 import tempfile
-import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,14 +31,14 @@ from typing import Any
 import numpy as np
 
 from mnist_ae import artifacts, images
-from mnist_ae.cli import DEBUG_ENV
-from mnist_ae.io import CorruptInputError, atomic_path
+from mnist_ae.cli import command_error, debugging, first_line, quiet_libraries
+from mnist_ae.io import CorruptInputError, write_bytes
 from mnist_ae.io import load_model as load_keras_model
 from mnist_ae.noise import add_gaussian_noise
+from mnist_ae.tracking.store import TrackingUnavailableError
 
 # An MLflow model URI (models:/…, runs:/…, file:///…, s3://…): a scheme of two or more letters.
 URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
-TRACKING_ENV = "MLFLOW_TRACKING_URI"
 PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
@@ -162,8 +160,7 @@ def _seed(text: str) -> int:
 
 def run(command: Command, args: argparse.Namespace) -> int:
     """The handler of `mnist-ae denoise` and `reconstruct`: an exit code, errors as one line."""
-    for chatty in ("mlflow", "alembic"):  # e.g. "Creating initial MLflow database tables..."
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    quiet_libraries()
     try:
         planned = plan_outputs(args.images, args.out, command.result)
         inputs = [images.read_digit(path) for path in args.images]  # all checked, none written
@@ -199,7 +196,7 @@ def run(command: Command, args: argparse.Namespace) -> int:
         for item, outputs, files in zip(inputs, planned, payloads, strict=True):
             for path, payload in files.items():
                 try:
-                    _write(path, payload)
+                    write_bytes(path, payload)
                 except OSError as exc:
                     raise DenoiseError(f"{path}: cannot write ({exc.strerror or exc})") from None
             print(
@@ -212,13 +209,10 @@ def run(command: Command, args: argparse.Namespace) -> int:
         print(f"mnist-ae {command.name}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
-            raise
-        message = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        if not isinstance(exc, (DenoiseError, images.ImageInputError, CorruptInputError)):
-            message += f" (set {DEBUG_ENV}=1 for a traceback)"
-        print(f"mnist-ae {command.name}: error: {message}", file=sys.stderr)
-        return 1
+        explained = (DenoiseError, images.ImageInputError, CorruptInputError)
+        return command_error(
+            f"mnist-ae {command.name}", exc, (*explained, TrackingUnavailableError)
+        )
 
 
 def _payloads(
@@ -239,15 +233,6 @@ def _payloads(
         outputs.digit_png: images.digit_png(result),
         outputs.digit_npy: images.digit_npy(result),
     }
-
-
-def _write(path: Path, payload: bytes) -> None:
-    """Write a result atomically, readable as the umask allows (a temporary file is 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    with atomic_path(path) as temporary:
-        temporary.write_bytes(payload)
-        temporary.chmod(0o666 & ~umask)
 
 
 def plan_outputs(inputs: list[Path], out: Path, result: str) -> list[Outputs]:
@@ -303,7 +288,7 @@ def load_model(source: str | None, command: Command) -> Any:
             return mlflow.keras.load_model(str(path))
         except Exception as exc:
             raise DenoiseError(
-                f"{source}: cannot load the MLflow model ({_first_line(exc)})"
+                f"{source}: cannot load the MLflow model ({first_line(exc)})"
             ) from None
     if path.exists():
         return load_keras_model(path)
@@ -320,13 +305,15 @@ def _load_mlflow_uri(uri: str) -> Any:
         check_reachable,
         configure_http_client,
         display_uri,
-        explain_failure,
+        global_tracking_uri,
+        is_http,
+        server_problem,
         sqlite_database,
         tracking_uri,
     )
 
     store = tracking_uri()
-    if urllib.parse.urlsplit(store).scheme in ("http", "https"):
+    if is_http(store):
         configure_http_client()
         check_reachable(store)  # a server that is down fails in seconds, not minutes of retries
     database = sqlite_database(store)
@@ -337,55 +324,41 @@ def _load_mlflow_uri(uri: str) -> Any:
         )
     with (
         tempfile.TemporaryDirectory(prefix="mnist-ae-model-") as scratch,
-        mlflow_tracking_uri(store),
+        # Global: MLflow 3.17 resolves runs:/ID/NAME through its global URI, whatever URI it is
+        # given; the registry follows the tracking URI, as for the pipeline's registering client.
+        global_tracking_uri(store),
+        _without_progress_bars(),
     ):
         try:
             return mlflow.keras.load_model(uri, dst_path=scratch)
         except Exception as exc:
-            explained = explain_failure(store, exc)  # a server's error, without credentials
-            if explained is not None:
-                raise explained from None
+            problem = server_problem(store) if is_http(store) else None  # down since the check?
+            if problem is not None:
+                raise TrackingUnavailableError(problem) from None
             raise DenoiseError(
-                f"{uri}: cannot load the model from {display_uri(store)} ({_first_line(exc)})"
+                f"{uri}: cannot load the model from {display_uri(store)} ({first_line(exc, 200)})"
             ) from None
 
 
 @contextlib.contextmanager
-def mlflow_tracking_uri(store: str) -> Iterator[None]:
-    """MLflow's global tracking URI is `store` within, and its progress bars are off; all is
-    restored after, the environment included (set_tracking_uri exports the URI to it).
-
-    Global, because MLflow 3.17 resolves a run's logged model (runs:/ID/NAME) through its global
-    URI whatever URI it is given. The registry follows the tracking URI unless
-    MLFLOW_REGISTRY_URI says otherwise, as for the pipeline's registering MlflowClient(store).
-    """
-    import mlflow
-    from mlflow.tracking._tracking_service import utils  # its global: None when never set
-
-    previous = utils._tracking_uri
-    saved = {name: os.environ.get(name) for name in (TRACKING_ENV, PROGRESS_BAR_ENV)}
-    os.environ[PROGRESS_BAR_ENV] = "false"  # "Downloading artifacts: 100%|...": not one line
-    mlflow.set_tracking_uri(store)
+def _without_progress_bars() -> Iterator[None]:
+    """No "Downloading artifacts: 100%|..." bar while a model downloads: not one line."""
+    saved = os.environ.get(PROGRESS_BAR_ENV)
+    os.environ[PROGRESS_BAR_ENV] = "false"
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        if saved is None:
+            os.environ.pop(PROGRESS_BAR_ENV, None)
+        else:
+            os.environ[PROGRESS_BAR_ENV] = saved
 
 
 def _quiet_tensorflow() -> None:
     """Filter TensorFlow's native start-up lines out of stderr (mnist_ae.quiet), which would
     bury a one-line error; only when this process is about to import it for the first time."""
-    if "tensorflow" in sys.modules or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+    if "tensorflow" in sys.modules or debugging():
         return
     from mnist_ae.quiet import filter_native_stderr
 
     filter_native_stderr()
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]

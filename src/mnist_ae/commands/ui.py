@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import logging
 import os
 import signal
 import socket
@@ -33,7 +32,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from mnist_ae.cli import DEBUG_ENV
+from mnist_ae.cli import command_error, first_line, quiet_libraries
 from mnist_ae.config import ParamsError, load_params
 from mnist_ae.signals import held_signals
 from mnist_ae.tracking.links import runs_url
@@ -46,6 +45,7 @@ from mnist_ae.tracking.store import (
     display_uri,
     experiment_id,
     explain_failure,
+    is_http,
     repository_root,
     store_lock,
     tracking_uri,
@@ -99,15 +99,16 @@ def _port(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """The handler of `mnist-ae ui`: an exit code, errors as one line on stderr."""
-    for chatty in ("mlflow", "alembic"):  # e.g. "Creating initial MLflow database tables..."
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    quiet_libraries()
     uri = tracking_uri()
-    remote = urllib.parse.urlsplit(uri).scheme in ("http", "https")
+    remote = is_http(uri)
     try:
         if not remote:
             check_port_free(args.host, args.port)  # before creating anything
         params = load_params(repository_root() / "params.yaml")
-        experiment = ensure_experiment(uri, params.tracking.experiment_name)
+        name = params.tracking.experiment_name
+        # A server is only read (an account may be read-only); a local store is made ready.
+        experiment = find_experiment(uri, name) if remote else ensure_experiment(uri, name)
         if remote:
             link = runs_url(uri, experiment)
             print(f"The runs on the tracking server {display_uri(uri)} (MLFLOW_TRACKING_URI):")
@@ -123,37 +124,38 @@ def run(args: argparse.Namespace) -> int:
         print("mnist-ae ui: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
-            raise
-        if isinstance(exc, (UiError, TrackingUnavailableError)):
-            print(f"mnist-ae ui: error: {exc}", file=sys.stderr)
-        else:
-            print(
-                f"mnist-ae ui: error: {_first_line(exc)} (set {DEBUG_ENV}=1 for a traceback)",
-                file=sys.stderr,
-            )
-        return 1
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        return command_error("mnist-ae ui", exc, (UiError, TrackingUnavailableError))
 
 
 def ensure_experiment(uri: str, name: str) -> str:
-    """The id of experiment `name` in the store at `uri`, created (with the store) if missing;
-    TrackingUnavailableError, in one line, when the store cannot be reached."""
-    configure_http_client()
+    """The id of experiment `name` in the local store at `uri`, created (with the store) if
+    missing; TrackingUnavailableError, in one line, when the store cannot be used."""
     check_reachable(uri)
     try:
         # As the pipeline does it: one process at a time creates a store's tables, never half.
         with store_lock(uri), held_signals():
             return experiment_id(MlflowClient(uri), name)
     except Exception as exc:  # e.g. "(sqlite3.DatabaseError) file is not a database"
+        problem = f"MLflow store {display_uri(uri)}: {first_line(exc)}"
+        raise TrackingUnavailableError(problem) from exc
+
+
+def find_experiment(uri: str, name: str) -> str:
+    """The id of experiment `name` on the tracking server at `uri`, looked up without writing
+    anything; TrackingUnavailableError or UiError, in one line, when there is none to show."""
+    configure_http_client()
+    check_reachable(uri)
+    try:
+        experiment = MlflowClient(uri).get_experiment_by_name(name)
+    except Exception as exc:
         explained = explain_failure(uri, exc)  # a server's error, without credentials
-        problem = explained or TrackingUnavailableError(
-            f"MLflow store {display_uri(uri)}: {_first_line(exc)}"
+        raise (explained or exc) from exc
+    if experiment is None:
+        raise UiError(
+            f"the tracking server {display_uri(uri)} has no experiment {name!r} yet; "
+            "a pipeline run logging to it (dvc repro) creates it"
         )
-        raise problem from exc
+    return experiment.experiment_id
 
 
 def serve(uri: str, experiment: str, host: str, port: int, open_browser: bool) -> int:

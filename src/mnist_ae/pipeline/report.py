@@ -8,6 +8,8 @@ from pathlib import Path
 from mnist_ae import artifacts, report
 from mnist_ae.config import Params, lookup
 from mnist_ae.tracking import NO_TRACKING, Tracker
+from mnist_ae.tracking.links import announce_run
+from mnist_ae.tracking.registry import register_tracked_models
 
 
 def run(params: Params, workdir: Path, tracker: Tracker = NO_TRACKING) -> None:
@@ -21,5 +23,5 @@ def run(params: Params, workdir: Path, tracker: Tracker = NO_TRACKING) -> None:
     artifacts.REPORT_HTML.write(workdir, report.html_report(values, evaluation, images))
     tracker.log_stage("report")
     tracker.complete_row()
-    tracker.register_models(evaluation)
-    tracker.announce()  # last: the line a user reads when `dvc repro` ends
+    register_tracked_models(tracker, evaluation)
+    announce_run(tracker)  # where to see it, near the end of what `dvc repro` prints

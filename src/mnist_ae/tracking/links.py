@@ -11,9 +11,13 @@ MLflow 3.17 in headless Chromium: tests/test_ui.py).
 
 from __future__ import annotations
 
+import logging
 import urllib.parse
 
-from mnist_ae.tracking.store import display_uri
+from mnist_ae.tracking.row import LiveTracker, Tracker
+from mnist_ae.tracking.store import display_uri, is_http
+
+log = logging.getLogger(__name__)
 
 TRAINING_VIEW = "workflowType=machine_learning"
 
@@ -29,3 +33,16 @@ def runs_url(base_url: str, experiment_id: str, run_id: str | None = None) -> st
     if run_id is not None:
         page += f"/{urllib.parse.quote(run_id, safe='')}"
     return f"{base}/#{page}?{TRAINING_VIEW}"
+
+
+def announce_run(tracker: Tracker) -> None:
+    """Log where the tracker's MLflow run is: its link on a tracking server (the run's page in
+    the Model training view), or its local store and `mnist-ae ui`; nothing without a run."""
+    if not isinstance(tracker, LiveTracker):
+        return
+    info = tracker.client.get_run(tracker.run_id).info
+    if is_http(tracker.uri):
+        where = runs_url(tracker.uri, info.experiment_id, tracker.run_id)
+    else:  # a file or database store has no UI of its own: `mnist-ae ui` serves one
+        where = f"in {display_uri(tracker.uri)}; open it with mnist-ae ui"
+    log.info("MLflow run %s: %s", info.run_name, where)

@@ -26,6 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from mnist_ae.config import HIGHER_IS_BETTER, REGISTRABLE, ChampionRule, RegistryParams
 from mnist_ae.signals import held_signals
+from mnist_ae.tracking.row import LiveTracker, Tracker
 from mnist_ae.tracking.store import store_lock
 
 log = logging.getLogger(__name__)
@@ -141,15 +142,27 @@ def register_run_models(
                 )
             current = _alias_holder(client, rule.name, policy.alias)
             if current is not None and int(current.version) == int(version.version):
-                continue  # this run's version already holds it (a retried report stage)
-            champion, why = decide(rule, policy.alias, numbers[rule.metric], test_data, current)
-            if champion:
-                client.set_registered_model_alias(rule.name, policy.alias, version.version)
-            line = f"{rule.name} v{version.version}: " + (
-                f"now {policy.alias} ({why})" if champion else why
-            )
-            client.set_model_version_tag(rule.name, version.version, DECISION_TAG, why)
-            client.set_tag(run_id, f"registry.{model}", line)
+                # A retried report stage, after this run's version became the holder.
+                champion, line = True, f"{rule.name} v{version.version}: {policy.alias} already"
+            else:
+                champion, why = decide(rule, policy.alias, numbers[rule.metric], test_data, current)
+                if champion:
+                    client.set_registered_model_alias(rule.name, policy.alias, version.version)
+                line = f"{rule.name} v{version.version}: " + (
+                    f"now {policy.alias} ({why})" if champion else why
+                )
+                client.set_model_version_tag(rule.name, version.version, DECISION_TAG, why)
+                client.set_tag(run_id, f"registry.{model}", line)
         log.info("%s", line)
         results.append(Registered(model, rule.name, int(version.version), champion, line))
     return results
+
+
+def register_tracked_models(tracker: Tracker, evaluation: Mapping[str, Any]) -> list[Registered]:
+    """register_run_models for the tracker's MLflow run, by its params' policy; nothing
+    without a run (NO_TRACKING) or with the registry switched off."""
+    if not isinstance(tracker, LiveTracker) or tracker.registry is None:
+        return []
+    return register_run_models(
+        tracker.client, tracker.run_id, tracker.registry, evaluation, tracker.uri
+    )

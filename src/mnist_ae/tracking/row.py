@@ -13,7 +13,6 @@ MBs; the run that has it is linked from the row's `git.commit` and DVC experimen
 from __future__ import annotations
 
 import logging
-import urllib.parse
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,8 +26,6 @@ from mlflow.tracking import MlflowClient
 from mnist_ae import artifacts
 from mnist_ae.config import RegistryParams, flatten
 from mnist_ae.signals import held_signals
-from mnist_ae.tracking.links import runs_url
-from mnist_ae.tracking.store import display_uri
 
 log = logging.getLogger(__name__)
 
@@ -132,14 +129,6 @@ class Tracker:
         """Fill in the parts of the row that stages DVC skipped would have logged."""
         return []
 
-    def register_models(self, evaluation: Mapping[str, Any]) -> list[Any]:
-        """Register the models this run trained in MLflow's Model Registry (test metrics from
-        `evaluation`) and move the champion alias where they beat it."""
-        return []
-
-    def announce(self) -> None:
-        """Say where the run is in MLflow and how to open it."""
-
 
 NO_TRACKING = Tracker()
 
@@ -159,7 +148,7 @@ class LiveTracker(Tracker):
         self.run_id = run_id
         self.workdir = workdir
         self.registry = registry  # tracking.registry (None: register nothing)
-        self.uri = uri  # the tracking URI, for the registry's store lock
+        self.uri = uri  # the tracking URI
 
     def epoch_callbacks(self, stage: str) -> list[Any]:
         import keras
@@ -215,24 +204,8 @@ class LiveTracker(Tracker):
         finally:
             environment_log.setLevel(level)
 
-    def register_models(self, evaluation: Mapping[str, Any]) -> list[Any]:
-        from mnist_ae.tracking.registry import register_run_models
-
-        if self.registry is None:
-            return []
-        return register_run_models(self.client, self.run_id, self.registry, evaluation, self.uri)
-
     def log_stage(self, stage: str) -> None:
         self._log_missing(stage, set(self.client.get_run(self.run_id).data.metrics))
-
-    def announce(self) -> None:
-        info = self.client.get_run(self.run_id).info
-        if urllib.parse.urlsplit(self.uri).scheme in ("http", "https"):
-            # The runs table in the UI's Model training view, this run opened (tracking.links).
-            where = runs_url(self.uri, info.experiment_id, self.run_id)
-        else:  # a file or database store has no UI of its own: `mnist-ae ui` serves one
-            where = f"in {display_uri(self.uri)}, open it with `mnist-ae ui`"
-        log.info("MLflow run %s: %s", info.run_name, where)
 
     def complete_row(self) -> list[str]:
         present = set(self.client.get_run(self.run_id).data.metrics)

@@ -21,6 +21,8 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.credentials import read_mlflow_creds
 from requests.exceptions import RequestException
 
+from mnist_ae.cli import first_line
+
 # Seconds a stage waits for the tracking server to answer before giving up (before training).
 PREFLIGHT_TIMEOUT = 5.0
 # SQLite: how long a writer waits for another process's lock (parallel queued experiments).
@@ -35,9 +37,16 @@ def repository_root() -> Path:
     """The DVC repository the pipeline belongs to.
 
     DVC sets DVC_ROOT for every stage; for queued experiments (which run in a temporary copy
-    under .dvc/tmp) it points at the parent repository, so all runs share one store.
+    under .dvc/tmp) it points at the parent repository, so all runs share one store. Outside
+    DVC (`mnist-ae`): the closest folder holding dvc.yaml, from the working directory up; the
+    working directory itself when there is none.
     """
-    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
+    here = Path.cwd().resolve()
+    return next(
+        (folder for folder in (here, *here.parents) if (folder / "dvc.yaml").is_file()), here
+    )
 
 
 def tracking_uri() -> str:
@@ -55,7 +64,6 @@ def tracking_uri() -> str:
 
 # Up to the last "@" before the path: a password may hold a raw "@".
 _USERINFO = re.compile(r"^([a-zA-Z][\w+.-]*://)[^/]*@")
-_URL_USERINFO = re.compile(r"([a-zA-Z][\w+.-]*://)[^/\s]*@")
 
 
 def _without_credentials(uri: str) -> tuple[str, str | None, str | None]:
@@ -97,7 +105,8 @@ def configure_http_client() -> None:
         os.environ.setdefault(name, value)
 
 
-def _is_http(uri: str) -> bool:
+def is_http(uri: str) -> bool:
+    """Whether `uri` is a tracking server's (http or https), not a local store."""
     return urllib.parse.urlsplit(uri).scheme in ("http", "https")
 
 
@@ -195,7 +204,7 @@ def check_reachable(uri: str, timeout: float = PREFLIGHT_TIMEOUT) -> None:
     MLflow's own client retries an unreachable server with back-off for minutes; one plain
     request with a short timeout tells within seconds.
     """
-    if _is_http(uri):
+    if is_http(uri):
         problem = server_problem(uri, timeout)
         if problem:
             raise TrackingUnavailableError(problem)
@@ -209,13 +218,14 @@ def check_reachable(uri: str, timeout: float = PREFLIGHT_TIMEOUT) -> None:
 def explain_failure(uri: str, error: BaseException) -> TrackingUnavailableError | None:
     """A one-line TrackingUnavailableError for an error raised by MLflow's HTTP client while a
     stage ran (the server or its database went away), else None."""
-    if not _is_http(uri) or not isinstance(error, (MlflowException, RequestException)):
+    if not is_http(uri) or not isinstance(error, (MlflowException, RequestException)):
         return None
     problem = server_problem(uri)
     if problem is None:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        first = _URL_USERINFO.sub(r"\1", first)[:200]  # MLflow's message quotes the URL
-        problem = f"MLflow tracking server {display_uri(uri)} failed a request ({first}); run again"
+        problem = (
+            f"MLflow tracking server {display_uri(uri)} failed a request "
+            f"({first_line(error, 200)}); run again"
+        )
     return TrackingUnavailableError(problem)
 
 
@@ -248,7 +258,7 @@ def experiment_id(client: MlflowClient, name: str) -> str:
             client.set_experiment_tag(experiment.experiment_id, key, kind)
         return experiment.experiment_id
     return client.create_experiment(
-        name, artifact_location=artifact_root(tracking_uri()), tags=dict([EXPERIMENT_KIND])
+        name, artifact_location=artifact_root(client.tracking_uri), tags=dict([EXPERIMENT_KIND])
     )
 
 
@@ -257,3 +267,26 @@ def artifact_root(uri: str) -> str | None:
     mlflow.db whatever the working directory; None (MLflow's default) for other stores."""
     database = sqlite_database(uri)
     return None if database is None else (database.resolve().parent / "mlruns").as_uri()
+
+
+@contextlib.contextmanager
+def global_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's global tracking URI is `uri` within; afterwards it, and MLFLOW_TRACKING_URI
+    (which mlflow.set_tracking_uri exports), are what they were, unset included.
+
+    For MLflow calls that take no URI: mlflow.start_run, and loading `runs:/ID/NAME`, which
+    MLflow 3.17 resolves through the global URI whatever URI it is given.
+    """
+    import mlflow
+    from mlflow.tracking._tracking_service import utils  # the global: None when never set
+
+    previous, variable = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if variable is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = variable
