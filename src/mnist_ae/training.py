@@ -92,9 +92,15 @@ def fingerprint(*parts: Any, files: Iterable[Path | str] = ()) -> str:
     return digest.hexdigest()
 
 
-def resume_key(seed: int, settings: Mapping[str, Any], data_files: Iterable[Path | str]) -> str:
+def resume_key(
+    seed: int,
+    settings: Mapping[str, Any],
+    data_files: Iterable[Path | str],
+    code_files: Iterable[Path | str] = (),
+) -> str:
     """What a checkpoint must match to be resumed: seed, the stage's params but `epochs`, its
-    input data, the model and training code, and the Keras/TensorFlow versions.
+    input data, the model and training code (models.py, training.py and `code_files`), and the
+    Keras/TensorFlow versions.
 
     Not `epochs`: the batch order of an epoch depends only on (seed, epoch), so the first k
     epochs are the same whatever the total, and a run stopped at epoch k resumes to any
@@ -104,7 +110,7 @@ def resume_key(seed: int, settings: Mapping[str, Any], data_files: Iterable[Path
     settings = {key: value for key, value in settings.items() if key != "epochs"}
     code = [Path(__file__).with_name(name) for name in ("models.py", "training.py")]
     versions = (keras.__version__, tf.__version__)
-    return fingerprint(seed, settings, versions, files=[*data_files, *code])
+    return fingerprint(seed, settings, versions, files=[*data_files, *code, *code_files])
 
 
 def remove_checkpoint(path: Path | str) -> None:
@@ -187,8 +193,9 @@ class _Checkpointer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         logs = logs or {}
         state = self.state
-        for name in ("loss", "val_loss"):
-            state.history[name].append(float(logs[name]))
+        # loss and val_loss, then whatever else the model logs (the VAE: its ELBO's terms).
+        for name in ("loss", "val_loss", *sorted(set(logs) - {"loss", "val_loss"})):
+            state.history.setdefault(name, []).append(float(logs[name]))
         val_loss = state.history["val_loss"][-1]
         if not math.isfinite(val_loss):
             self.model.stop_training = True  # fit() raises: a diverged model is no result
@@ -214,11 +221,20 @@ def _save_checkpoint(path: Path, key: str, model: keras.Model, state: _TrainingS
     }
     arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
     arrays |= {f"weight_{i:04d}": np.asarray(w) for i, w in enumerate(model.get_weights())}
+    for i, variable in enumerate(_random_state(model)):
+        arrays[f"random_{i:04d}"] = np.asarray(variable)
     for i, variable in enumerate(model.optimizer.variables):
         arrays[f"optimizer_{i:04d}"] = np.asarray(variable)
     for i, weight in enumerate(state.best_weights or []):
         arrays[f"best_{i:04d}"] = weight
     io.save_arrays(path, arrays)  # one atomic file: never half old, half new
+
+
+def _random_state(model: keras.Model) -> list[Any]:
+    """The model's SeedGenerator states (the VAE's sampling noise): not weights, but a resumed
+    run needs them to draw the noise an uninterrupted run would have drawn."""
+    weights = {id(weight) for weight in model.weights}
+    return [variable for variable in model.variables if id(variable) not in weights]
 
 
 def _restore_checkpoint(
@@ -247,13 +263,16 @@ def _restore_checkpoint(
         return [arrays[name] for name in sorted(arrays) if name.startswith(prefix)]
 
     model.optimizer.build(model.trainable_variables)
-    weights, slots = numbered("weight_"), numbered("optimizer_")
-    expected = [tuple(v.shape) for v in [*model.weights, *model.optimizer.variables]]
-    if len(weights) != len(model.weights) or [a.shape for a in weights + slots] != expected:
+    weights, slots, random = numbered("weight_"), numbered("optimizer_"), numbered("random_")
+    state_variables = [*model.optimizer.variables, *_random_state(model)]
+    expected = [tuple(v.shape) for v in [*model.weights, *state_variables]]
+    if len(weights) != len(model.weights) or [a.shape for a in weights + slots + random] != (
+        expected
+    ):
         log.warning("ignoring checkpoint %s: it does not match this model", path)
         return None
     model.set_weights(weights)
-    for variable, value in zip(model.optimizer.variables, slots, strict=True):
+    for variable, value in zip(state_variables, slots + random, strict=True):
         variable.assign(value)
     state = _TrainingState(
         history={name: [float(v) for v in values] for name, values in meta["history"].items()},

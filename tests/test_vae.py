@@ -1,0 +1,178 @@
+"""The VAE: its loss terms against hand-computed values, the importance-sampled likelihood,
+binarisation, saving, and deterministic, resumable training."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_ae import io, training, vae
+from test_training import _Interrupt
+
+
+def test_the_iwae_papers_architecture_has_the_expected_parameter_counts() -> None:
+    encoder = vae.build_vae_encoder([200, 200], "tanh", 50)
+    decoder = vae.build_vae_decoder([200, 200], "tanh", 50)
+    # 784*200+200 + 200*200+200 + 2*(200*50+50); 50*200+200 + 200*200+200 + 200*784+784.
+    assert encoder.count_params() == 217_300
+    assert decoder.count_params() == 207_984
+    assert [tuple(output.shape) for output in encoder.outputs] == [(None, 50), (None, 50)]
+    assert tuple(decoder.output.shape) == (None, 784)
+
+
+def test_kl_matches_hand_computed_values() -> None:
+    mean = np.array([[0.0, 0.0], [1.0, -1.0]], np.float32)
+    log_var = np.array([[0.0, 0.0], [math.log(4.0), 0.0]], np.float32)
+    # Row 2: 0.5 * ((4 + 1 - 1 - ln 4) + (1 + 1 - 1 - 0)) = 0.5 * (5 - ln 4).
+    expected = [0.0, 0.5 * (5.0 - math.log(4.0))]
+    np.testing.assert_allclose(np.asarray(vae.gaussian_kl(mean, log_var)), expected, rtol=1e-6)
+
+
+def test_reconstruction_term_matches_hand_computed_values_and_stays_finite() -> None:
+    images = np.array([[1.0, 0.0], [1.0, 0.0]], np.float32)
+    logits = np.array([[0.0, 2.0], [100.0, -100.0]], np.float32)
+    # -ln sigmoid(0) - ln(1 - sigmoid(2)) = ln 2 + ln(1 + e^2); confident and right: ~0.
+    expected = [math.log(2.0) + math.log1p(math.exp(2.0)), 0.0]
+    np.testing.assert_allclose(
+        np.asarray(vae.bernoulli_nll(images, logits)), expected, rtol=1e-6, atol=1e-6
+    )
+    wrong = np.asarray(vae.bernoulli_nll(images, -logits))[1]  # confident and wrong: 200 nats
+    assert wrong == pytest.approx(200.0, rel=1e-6)
+
+
+def test_binarization_draws_each_pixel_with_its_grey_value_as_probability() -> None:
+    grey = np.linspace(0.0, 1.0, 101, dtype=np.float32)
+    images = np.tile(grey, (2000, 1))
+    binary = vae.binarize(images, seed=1)
+    assert binary.dtype == np.float32 and set(np.unique(binary)) == {0.0, 1.0}
+    assert binary[:, 0].max() == 0.0 and binary[:, -1].min() == 1.0  # 0 and 1 stay put
+    # Each column is 2,000 Bernoulli(p) draws: standard error at most 0.0112; 5 of them.
+    np.testing.assert_allclose(binary.mean(axis=0), grey, atol=0.056)
+    np.testing.assert_array_equal(vae.binarize(images, seed=1), binary)  # fixed seed
+    assert not np.array_equal(vae.binarize(images, seed=2), binary)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        vae.binarize(images * 255.0, seed=1)
+
+
+def test_active_units_count_dimensions_whose_mean_varies() -> None:
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(5000, 3)) * np.sqrt([0.5, 0.001, 0.03])
+    assert vae.active_units(means) == 2
+
+
+def _tiny_model(seed: int = 0) -> vae.VariationalAutoencoder:
+    training.make_deterministic(seed)
+    return vae.build_vae([16], "tanh", 3, dynamic_binarization=True, seed=seed)
+
+
+def _binary_images(count: int, seed: int = 0) -> np.ndarray:
+    return vae.binarize(np.random.default_rng(seed).random((count, 784), np.float32), seed)
+
+
+def test_one_importance_sample_is_the_elbo_and_more_tighten_it() -> None:
+    model = _tiny_model()
+    images = _binary_images(40)
+    single = vae.estimate_likelihood(model.encoder, model.decoder, images, 1, seed=5)
+    # k = 1: log w of the one sample is both estimates.
+    np.testing.assert_allclose(single.nll, single.negative_elbo, rtol=1e-6)
+    many = vae.estimate_likelihood(
+        model.encoder, model.decoder, images, 250, seed=5, batch_size=16, samples_per_pass=64
+    )
+    # log mean w >= mean log w for the same samples (Jensen), image by image.
+    assert np.all(many.nll <= many.negative_elbo + 1e-4)
+    assert many.nll.mean() < single.nll.mean()  # a tighter bound on average
+    assert many.nll.shape == (40,) and many.samples == 250
+    # The ELBO's split: MC reconstruction + exact KL is close to the MC negative ELBO.
+    mean, log_var = model.encoder(images)
+    np.testing.assert_allclose(many.kl, np.asarray(vae.gaussian_kl(mean, log_var)), rtol=1e-5)
+    gap = np.abs(many.reconstruction + many.kl - many.negative_elbo)
+    assert gap.mean() < 0.05 * many.negative_elbo.mean()
+    again = vae.estimate_likelihood(
+        model.encoder, model.decoder, images, 250, seed=5, batch_size=16, samples_per_pass=64
+    )
+    np.testing.assert_array_equal(again.nll, many.nll)  # stateless noise: reproducible
+
+
+def test_saved_encoder_and_decoder_reload_in_safe_mode_with_identical_outputs(
+    tmp_path: Path,
+) -> None:
+    model = _tiny_model()
+    images = _binary_images(8)
+    for part, inputs in ((model.encoder, images), (model.decoder, images[:, :3])):
+        path = tmp_path / f"{part.name}.keras"
+        io.save_model(part, path)
+        loaded = io.load_model(path)  # safe mode, no custom objects
+        for got, want in zip(
+            np.atleast_1d(loaded.predict(inputs, verbose=0)),
+            np.atleast_1d(part.predict(inputs, verbose=0)),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(got, want)
+
+
+def _fit_vae(
+    checkpoint: Path | None = None,
+    callbacks: list | None = None,
+    dynamic: bool = True,
+    epochs: int = 3,
+) -> tuple[list, list, training.FitResult]:
+    model = _tiny_model(seed=4)
+    model.dynamic_binarization = dynamic
+    grey = np.random.default_rng(4).random((192, 784), np.float32)
+    result = training.fit(
+        model,
+        grey,
+        vae.binarize(grey, seed=4),
+        optimizer="adam",
+        learning_rate=0.003,
+        epochs=epochs,
+        batch_size=32,
+        validation_samples=64,
+        seed=4,
+        checkpoint=checkpoint,
+        resume_key="k",
+        callbacks=callbacks or [],
+    )
+    random_state = [np.asarray(model.noise.state)]
+    return model.get_weights(), random_state, result
+
+
+def test_training_logs_the_elbo_terms_and_is_byte_reproducible() -> None:
+    weights, random_state, result = _fit_vae()
+    assert set(result.history) == {
+        "loss",
+        "val_loss",
+        "reconstruction",
+        "kl",
+        "val_reconstruction",
+        "val_kl",
+    }
+    for prefix in ("", "val_"):
+        total = np.add(result.history[f"{prefix}reconstruction"], result.history[f"{prefix}kl"])
+        np.testing.assert_allclose(result.history[f"{prefix}loss"], total, rtol=1e-5)
+    assert result.history["loss"][-1] < result.history["loss"][0]
+    again_weights, again_random, again = _fit_vae()
+    assert again.history == result.history
+    for got, want in zip(again_weights + again_random, weights + random_state, strict=True):
+        np.testing.assert_array_equal(got, want)
+    # The dynamic draws matter: training on the grey values themselves ends elsewhere.
+    grey_weights, _, _ = _fit_vae(dynamic=False)
+    assert not np.array_equal(grey_weights[0], weights[0])
+
+
+def test_an_interrupted_vae_resumes_to_exactly_the_uninterrupted_weights(
+    tmp_path: Path,
+) -> None:
+    """The checkpoint holds the seed generator's state, so the resumed run draws the same
+    binarisations and codes as a run that was never stopped."""
+    expected_weights, expected_random, expected = _fit_vae(tmp_path / "straight.npz", epochs=4)
+    checkpoint = tmp_path / "resumed.npz"
+    with pytest.raises(KeyboardInterrupt):
+        _fit_vae(checkpoint, callbacks=[_Interrupt(epoch=2)], epochs=4)
+    weights, random_state, result = _fit_vae(checkpoint, epochs=4)
+    assert result.resumed_epochs == 2 and result.history == expected.history
+    for got, want in zip(weights + random_state, expected_weights + expected_random, strict=True):
+        np.testing.assert_array_equal(got, want)
