@@ -17,7 +17,7 @@ import sys
 import time
 
 STAGE_LINE = re.compile(r"^Running stage '([^']+)'")
-DONE_LINE = re.compile(r"^\[(\w+)\] done in [\d.]+ s, peak RSS (\d+) MB")
+DONE_LINE = re.compile(r"^\[([^\]]+)\] done in [\d.]+ s, peak RSS (\d+) MB")
 
 
 def main() -> int:

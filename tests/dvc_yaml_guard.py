@@ -80,3 +80,41 @@ def leaves(raw_params: dict[str, Any], keys: set[str]) -> set[str]:
     if "*" in keys:
         return every
     return {leaf for leaf in every for key in keys if leaf == key or leaf.startswith(f"{key}.")}
+
+
+def expand_foreach(stages: dict[str, Any], raw_params: dict[str, Any]) -> dict[str, Any]:
+    """dvc.yaml's stages as DVC runs them: a `foreach: ${section.key}` stage over a mapping of
+    params.yaml becomes one `<stage>@<key>` stage per key, `${key}` filled in (the only
+    template this project uses; anything else is refused rather than guessed)."""
+    expanded: dict[str, Any] = {}
+    for name, definition in stages.items():
+        if "foreach" not in definition:
+            expanded[name] = definition
+            continue
+        source = definition["foreach"]
+        if not (source.startswith("${") and source.endswith("}")):
+            raise ValueError(f"stage '{name}': foreach must name a params mapping, got {source}")
+        items: Any = raw_params
+        for part in source[2:-1].split("."):
+            items = items[part]
+        for key in items:
+            expanded[f"{name}@{key}"] = _fill(definition["do"], key)
+    return expanded
+
+
+def _fill(value: Any, key: str) -> Any:
+    if isinstance(value, dict):
+        return {_fill(k, key): _fill(v, key) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(item, key) for item in value]
+    if isinstance(value, str):
+        filled = value.replace("${key}", key)
+        if "${" in filled:
+            raise ValueError(f"unsupported template in dvc.yaml: {value}")
+        return filled
+    return value
+
+
+def script_of(stage: str) -> str:
+    """The script a stage runs: stages/<name before any @>.py."""
+    return f"stages/{stage.split('@')[0]}.py"

@@ -34,8 +34,10 @@ STAGES = [
     "add_noise",
     "train_dense",
     "train_conv",
+    *(f"train_vae@{name}" for name in artifacts.VAE_NAMES),
     "baselines",
     "evaluate",
+    *(f"evaluate_vae@{name}" for name in artifacts.VAE_NAMES),
     "noise_sweep",
     "figures",
     "report",
@@ -47,7 +49,11 @@ def shrink(params: dict) -> dict:
     params["prepare"].update(train_samples=400, test_samples=100)
     for section in ("train_dense", "train_conv"):
         params[section].update(epochs=1, batch_size=32, validation_samples=80)
+    for settings in params["train_vae"]["models"].values():
+        settings.update(hidden=[16], epochs=1, batch_size=32, validation_samples=80)
+    params["train_vae"]["models"]["likelihood"]["latent_dim"] = 5
     params["evaluate"]["batch_size"] = 50
+    params["evaluate_vae"].update(importance_samples=20, batch_size=50)
     params["baselines"]["tuning_samples"] = 20
     params["baselines"]["grids"] = {
         "gaussian": [0.5, 1.0],
@@ -105,7 +111,7 @@ class Pipeline:
         self, *arguments: str, check: bool = True
     ) -> tuple[list[str], subprocess.CompletedProcess]:
         result = self.run("dvc", "repro", *arguments, check=check)
-        return re.findall(r"Running stage '(\w+)'", result.stdout), result
+        return re.findall(r"Running stage '([^']+)'", result.stdout), result
 
     def edit_params(self, section: str, key: str, value: object) -> None:
         path = self.root / "params.yaml"

@@ -162,7 +162,7 @@ def _break_and_repro(
     assert result.returncode != 0, result.stdout
     output = result.stdout + result.stderr
     assert "up to date" not in output
-    assert re.findall(r"Running stage '(\w+)'", output) == ["check_params"], output
+    assert re.findall(r"Running stage '([^']+)'", output) == ["check_params"], output
     assert pipe.digests() == before
     assert "Traceback" not in result.stderr
     return expected, result.stderr

@@ -20,8 +20,10 @@ import pytest
 import yaml
 
 from mnist_ae import artifacts
+from mnist_ae.artifacts import VAE_NAMES
 from mnist_ae.config import flatten
 from mnist_ae.tracking.links import runs_url
+from mnist_ae.tracking.row import numeric_metrics as numeric_scores
 from pipeline_repo import OUTPUTS, SECRETS, STAGES, TEAM_USER, Pipeline, TeamServer
 
 pytestmark = pytest.mark.e2e
@@ -83,6 +85,11 @@ def test_every_output_exists_and_metrics_are_sane(pipeline: Pipeline) -> None:
     # DVC sees the metrics and plots it was told about.
     shown = json.loads(pipeline.run("dvc", "metrics", "show", "--json").stdout)
     assert json.dumps(shown).count("conv_denoiser") >= 1
+    for files in artifacts.VAE.values():  # the VAEs' training summaries and test scores too
+        for metrics_file, key in ((files.summary, "best_val_loss"), (files.evaluation, "nll")):
+            value = json.loads(metrics_file.at(pipeline.root).read_text())[key]
+            assert f'"{metrics_file.path}"' in json.dumps(shown)
+            assert f'"{key}": {json.dumps(value)}' in json.dumps(shown)
     for png in artifacts.FIGURES.values():
         assert png.at(pipeline.root).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -99,8 +106,13 @@ def test_mlflow_holds_one_complete_run(pipeline: Pipeline) -> None:
     assert numeric and "goals.conv_psnr_margin_db" in numeric
     for key, value in numeric.items():
         assert run.data.metrics[key] == pytest.approx(value)
+    for name, files in artifacts.VAE.items():  # the VAEs' test scores, as DVC shows them
+        scores = json.loads(files.evaluation.at(pipeline.root).read_text())
+        for key, value in numeric_scores(scores).items():
+            assert run.data.metrics[f"vae_{name}.test.{key}"] == pytest.approx(value)
     client = pipeline.client()
     assert len(client.get_metric_history(run.info.run_id, "dense.val_loss")) == 1
+    assert len(client.get_metric_history(run.info.run_id, "vae_likelihood.val_kl")) == 1
     head = pipeline.run("git", "rev-parse", "HEAD").stdout.strip()
     assert run.data.tags["git.commit"] == head
     assert run.data.tags["pipeline.stages_run"] == ",".join(STAGES[1:])  # check_params logs nothing
@@ -113,7 +125,9 @@ def test_mlflow_holds_one_complete_run(pipeline: Pipeline) -> None:
         for model in client.search_logged_models([run.info.experiment_id])
         if model.source_run_id == run.info.run_id
     }
-    assert set(logged) == {"dense_autoencoder", "dense_encoder", "dense_decoder", "conv_denoiser"}
+    vaes = {f"vae_{name}_{part}" for name in VAE_NAMES for part in ("encoder", "decoder")}
+    dense = {"dense_autoencoder", "dense_encoder", "dense_decoder"}
+    assert set(logged) == {*dense, "conv_denoiser", *vaes}
     # A run name that says what ran, and an experiment MLflow's UI knows is model training.
     dirty = "-dirty" if run.data.tags["git.dirty"] == "true" else ""
     assert run.info.run_name == f"repro-{head[:7]}{dirty}"
@@ -294,6 +308,8 @@ def test_changing_a_figures_param_reruns_only_figures_and_logs_a_complete_row(
         "dense.parameters",
         "conv.best_val_loss",
         "goals.conv_psnr_margin_db",
+        "vae_manifold.best_val_loss",
+        "vae_likelihood.test.nll",
     ):
         assert key in latest.data.metrics, key
     assert latest.data.metrics["data.train_samples"] == 400

@@ -232,7 +232,7 @@ def shared_experiment(
     first = published.clone(tmp_path_factory.mktemp("experiment") / "a")
     first.run("dvc", "pull")
     result = first.run("dvc", "exp", "run", "-n", EXPERIMENT, "-S", "train_dense.encoding_dim=16")
-    assert "train_dense" in re.findall(r"Running stage '(\w+)'", result.stdout)
+    assert "train_dense" in re.findall(r"Running stage '([^']+)'", result.stdout)
     first.run("dvc", "exp", "push", "origin", EXPERIMENT)
     return SharedExperiment(first.digests(), _experiment(first))
 

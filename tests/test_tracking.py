@@ -17,8 +17,10 @@ import mlflow
 import pytest
 
 from mnist_ae import tracking
+from mnist_ae.artifacts import VAE_NAMES
 from mnist_ae.tracking import row, store
 from mnist_ae.tracking import run as tracking_run
+from pipeline_repo import STAGES
 
 
 def test_secrets_are_dropped_by_name_and_by_value(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -332,17 +334,15 @@ def test_ctrl_c_while_the_run_starts_marks_it_failed(
 
 def test_the_row_schema_names_each_stage_and_only_its_own_outputs() -> None:
     """Each stage logs only files it produces, so a back-filled row matches a live one."""
-    import yaml
-
-    stages = yaml.safe_load((Path(__file__).parents[1] / "dvc.yaml").read_text())["stages"]
-    assert set(row.ROW) == set(stages) - {"check_params"}
+    assert set(row.ROW) == set(STAGES) - {"check_params"}
     for stage, part in row.ROW.items():
         sources = [file for file, _ in part.metrics] + [file for file, _ in part.files]
         sources += [part.curves.source] if part.curves else []
         for source in sources:
             assert source.producer == stage, (stage, source.path)
     models = [name for part in row.ROW.values() for name in part.models]
-    assert models == ["dense_autoencoder", "dense_encoder", "dense_decoder", "conv_denoiser"]
+    vaes = [f"vae_{name}_{part}" for name in VAE_NAMES for part in ("encoder", "decoder")]
+    assert models == ["dense_autoencoder", "dense_encoder", "dense_decoder", "conv_denoiser", *vaes]
 
 
 def test_numeric_metrics_are_dotted_names_of_numbers_only() -> None:

@@ -9,8 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_ae import io, training, vae
+from mnist_ae import artifacts, io, training, vae
+from mnist_ae.artifacts import VAE_NAMES
+from mnist_ae.config import Params, load_params
+from mnist_ae.pipeline import evaluate_vae, train_vae
 from test_training import _Interrupt
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_the_iwae_papers_architecture_has_the_expected_parameter_counts() -> None:
@@ -176,3 +181,68 @@ def test_an_interrupted_vae_resumes_to_exactly_the_uninterrupted_weights(
     assert result.resumed_epochs == 2 and result.history == expected.history
     for got, want in zip(weights + random_state, expected_weights + expected_random, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_draws_of_one_seed_are_independent() -> None:
+    images = np.full((200, 784), 0.5, np.float32)
+    training_draw = vae.binarize(images, 3, vae.TRAINING_DRAW)
+    test_draw = vae.binarize(images, 3, vae.TEST_DRAW)
+    agreement = float(np.mean(training_draw == test_draw))
+    assert 0.49 < agreement < 0.51  # independent fair coins agree half the time
+
+
+def _vae_params(binarize: str = "dynamic") -> Params:
+    params = load_params(REPO / "params.yaml")
+    small = {"hidden": [16], "epochs": 2, "batch_size": 16, "validation_samples": 16}
+    models = params.train_vae.models
+    models = models.model_copy(
+        update={name: getattr(models, name).model_copy(update=small) for name in VAE_NAMES}
+    )
+    section = params.train_vae.model_copy(update={"models": models, "binarize": binarize})
+    evaluate = params.evaluate_vae.model_copy(update={"importance_samples": 30})
+    return params.model_copy(update={"train_vae": section, "evaluate_vae": evaluate})
+
+
+@pytest.mark.parametrize("binarize", ["dynamic", "none"])
+def test_the_stages_write_every_output_and_the_literatures_scores(
+    tmp_path: Path, binarize: str
+) -> None:
+    rng = np.random.default_rng(0)
+    artifacts.MNIST.write(
+        tmp_path,
+        {
+            "x_train": rng.integers(0, 256, (64, 28, 28)),
+            "y_train": np.arange(64) % 10,
+            "x_test": rng.integers(0, 256, (12, 28, 28)),
+            "y_test": np.arange(12) % 10,
+        },
+    )
+    params = _vae_params(binarize)
+    for name in VAE_NAMES:
+        result = train_vae.run(params, tmp_path, name=name)
+        evaluate_vae.run(params, tmp_path, name=name)
+        files = artifacts.VAE[name]
+        for artifact in files.all():
+            assert artifact.at(tmp_path).stat().st_size > 0, artifact.path
+        latent_dim = getattr(params.train_vae.models, name).latent_dim
+        summary = files.summary.read(tmp_path)
+        encoder, decoder = files.encoder.read(tmp_path), files.decoder.read(tmp_path)
+        assert summary["parameters"] == encoder.count_params() + decoder.count_params()
+        assert summary["epochs_run"] == 2 and result.epochs_run == 2
+        history = files.history.read_history(tmp_path)
+        assert {"reconstruction", "kl", "val_reconstruction", "val_kl"} <= set(history)
+        scores = files.evaluation.read(tmp_path)
+        assert scores["binarized"] is (binarize == "dynamic")
+        assert scores["importance_samples"] == 30 and scores["test_samples"] == 12
+        assert scores["latent_dim"] == latent_dim and 0 <= scores["active_units"] <= latent_dim
+        assert scores["negative_elbo"] == pytest.approx(scores["reconstruction"] + scores["kl"])
+        # Importance sampling tightens the bound: the NLL estimate is below the negative ELBO
+        # (on average over images; exactly so for each image's own k samples).
+        assert 0 < scores["nll"] < scores["negative_elbo"]
+
+
+def test_an_unknown_configuration_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"unknown VAE configuration 'wide', expected one of"):
+        train_vae.run(_vae_params(), tmp_path, name="wide")
+    with pytest.raises(ValueError, match=r"unknown VAE configuration ''"):
+        evaluate_vae.run(_vae_params(), tmp_path, name="")

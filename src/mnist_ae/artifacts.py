@@ -194,6 +194,43 @@ CONV_DENOISER = KerasModel("models/conv_denoiser.keras", "train_conv")
 CONV_HISTORY = History("metrics/conv_history.csv", "train_conv")
 CONV_SUMMARY = Json("metrics/train_conv.json", "train_conv")
 
+
+@dataclass(frozen=True)
+class VaeFiles:
+    """What one VAE configuration's stages write (`train_vae@<name>`, `evaluate_vae@<name>`)."""
+
+    encoder: KerasModel
+    decoder: KerasModel
+    history: History
+    summary: Json
+    evaluation: Json
+
+    def all(self) -> tuple[Artifact, ...]:
+        """Every file, in a fixed order."""
+        return (self.encoder, self.decoder, self.history, self.summary, self.evaluation)
+
+
+# The configurations of params.yaml's train_vae.models (config.VaeModels), one stage each.
+VAE_NAMES = ("manifold", "likelihood")
+VAE = {
+    name: VaeFiles(
+        encoder=KerasModel(f"models/vae_{name}_encoder.keras", f"train_vae@{name}"),
+        decoder=KerasModel(f"models/vae_{name}_decoder.keras", f"train_vae@{name}"),
+        history=History(f"metrics/vae_{name}_history.csv", f"train_vae@{name}"),
+        summary=Json(f"metrics/train_vae_{name}.json", f"train_vae@{name}"),
+        evaluation=Json(f"metrics/vae_{name}.json", f"evaluate_vae@{name}"),
+    )
+    for name in VAE_NAMES
+}
+
+
+def vae_files(name: str) -> VaeFiles:
+    """The files of VAE configuration `name`; a ValueError naming the configurations if none."""
+    if name not in VAE:
+        raise ValueError(f"unknown VAE configuration '{name}', expected one of {list(VAE)}")
+    return VAE[name]
+
+
 PCA = Arrays(
     "models/pca.npz",
     "baselines",
@@ -236,6 +273,7 @@ ALL: tuple[Artifact, ...] = (
     CONV_DENOISER,
     CONV_HISTORY,
     CONV_SUMMARY,
+    *(artifact for files in VAE.values() for artifact in files.all()),
     PCA,
     BASELINE_TUNING,
     EVALUATION,

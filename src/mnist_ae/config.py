@@ -181,6 +181,48 @@ class TrainConvParams(_TrainingParams):
     MODEL_KEYS: ClassVar[frozenset[str]] = frozenset({"filters", "fuse_last_upsampling"})
 
 
+class VaeParams(_TrainingParams):
+    """A VAE: MLP encoder and decoder (`hidden` from the image inwards; the decoder mirrors
+    it), Gaussian code of `latent_dim`, Bernoulli decoder (mnist_ae.vae)."""
+
+    latent_dim: int = Field(ge=1, le=784)
+    hidden: Annotated[list[Annotated[int, Field(ge=1, le=4096)]], Field(min_length=1, max_length=8)]
+    activation: Literal["tanh", "relu", "elu", "softplus", "sigmoid"]
+
+    MODEL_KEYS: ClassVar[frozenset[str]] = frozenset({"latent_dim", "hidden", "activation"})
+
+
+class ManifoldVaeParams(VaeParams):
+    """The VAE drawn as a 2-D manifold of digits and a scatter of codes: a 2-D code."""
+
+    latent_dim: Literal[2]
+
+
+class VaeModels(_Section):
+    """The configurations, one `train_vae@<name>` stage each (dvc.yaml `foreach`)."""
+
+    manifold: ManifoldVaeParams  # the pictures (Kingma & Welling's, Chollet's)
+    likelihood: VaeParams  # the test log-likelihood (Burda et al.: 784-200-200-50)
+
+
+class TrainVaeParams(_Section):
+    """Variational autoencoders on binarised MNIST, as the likelihood literature trains them."""
+
+    # dynamic: each training step draws every pixel as Bernoulli(grey value), fresh each epoch;
+    # validation and test images are binarised once with the seed. none: grey images, scored
+    # by cross-entropy, which is not a log-likelihood (not comparable with published NLLs).
+    binarize: Literal["dynamic", "none"]
+    models: VaeModels
+
+
+class EvaluateVaeParams(_Section):
+    """Test-set scores of each VAE."""
+
+    # k of the importance-sampled log-likelihood (the IWAE bound; 5000 in the literature).
+    importance_samples: int = Field(ge=1, le=100_000)
+    batch_size: int = Field(ge=1, le=10_000)  # test images per pass
+
+
 class EvaluateParams(_Section):
     """Test-set evaluation."""
 
@@ -236,8 +278,10 @@ class Params(_Section):
     noise: NoiseParams
     train_dense: TrainDenseParams
     train_conv: TrainConvParams
+    train_vae: TrainVaeParams
     baselines: BaselinesParams
     evaluate: EvaluateParams
+    evaluate_vae: EvaluateVaeParams
     noise_sweep: NoiseSweepParams
     figures: FiguresParams
 

@@ -71,15 +71,21 @@ def bernoulli_nll(images: Any, logits: Any) -> Any:
     return ops.sum(per_pixel, axis=-1)
 
 
-def binarize(images: np.ndarray, seed: int) -> np.ndarray:
+# Independent fixed draws from one seed: the training set's (whose validation slice val_loss
+# reads) and the test set's.
+TRAINING_DRAW, TEST_DRAW = 1, 2
+
+
+def binarize(images: np.ndarray, seed: int, draw: int = 0) -> np.ndarray:
     """A fixed Bernoulli draw of every pixel: 1 with probability equal to its grey value.
 
     The test set of the likelihood literature ("binarised once with a fixed seed"). float32,
-    the shape of `images`, which must lie in [0, 1].
+    the shape of `images`, which must lie in [0, 1]. Different `draw`s of one seed are
+    independent streams (NumPy's SeedSequence of (seed, draw)).
     """
     if images.size and (images.min() < 0.0 or images.max() > 1.0):
         raise ValueError("binarize expects grey values in [0, 1]")
-    draws = np.random.default_rng(seed).random(images.shape, dtype=np.float32)
+    draws = np.random.default_rng([seed, draw]).random(images.shape, dtype=np.float32)
     return (draws < images).astype(np.float32)
 
 
@@ -110,6 +116,7 @@ class VariationalAutoencoder(keras.Model):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl")
+        self.built = True  # its weights are the encoder's and decoder's, built already
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
@@ -257,3 +264,34 @@ def active_units(posterior_means: np.ndarray, threshold: float = ACTIVE_UNIT_THR
     """Latent dimensions whose posterior mean varies over the images by more than
     `threshold` (variance over axis 0)."""
     return int(np.sum(np.var(np.asarray(posterior_means, np.float64), axis=0) > threshold))
+
+
+def test_scores(
+    encoder: keras.Model,
+    decoder: keras.Model,
+    images: np.ndarray,
+    samples: int,
+    seed: int,
+    batch_size: int,
+) -> dict[str, float | int]:
+    """The VAE literature's test numbers, means over `images` (nats per image): `nll` (the
+    k-sample importance estimate), `negative_elbo` = `reconstruction` (over the same k codes)
+    + `kl` (exact), and `active_units` of the latent_dim."""
+    estimate = estimate_likelihood(encoder, decoder, images, samples, seed, batch_size)
+    means, _ = encoder.predict(
+        np.asarray(images, np.float32).reshape(len(images), IMAGE_PIXELS),
+        batch_size=batch_size,
+        verbose=0,
+    )
+    reconstruction = float(np.mean(estimate.reconstruction, dtype=np.float64))
+    kl = float(np.mean(estimate.kl, dtype=np.float64))
+    return {
+        "nll": float(np.mean(estimate.nll, dtype=np.float64)),
+        "negative_elbo": reconstruction + kl,
+        "reconstruction": reconstruction,
+        "kl": kl,
+        "importance_samples": samples,
+        "active_units": active_units(means),
+        "latent_dim": int(means.shape[1]),
+        "test_samples": len(images),
+    }

@@ -33,15 +33,17 @@ def train_and_save(
     workdir: Path,
     tracker: Tracker,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    code_files: Sequence[Path] = (),
 ) -> training.FitResult:
     """Seed, build, fit (resumably), then write every output, log, and drop the checkpoint.
 
     The order matters: the checkpoint goes last, once every output is written, so a stage
     killed while saving resumes instead of retraining. `settings` is the stage's params
-    section (training.fit's options plus the model's keys); `export` gives the models to save,
-    the first one being the model the summary describes; `outputs` are the history CSV and
+    section (training.fit's options plus the model's keys); `export` gives the models to save
+    (the summary describes the trained model, all its parts); `outputs` are the history CSV and
     the summary JSON, which also names the data files trained on (their SHA-256 and split
-    sizes: the run's MLflow dataset inputs).
+    sizes: the run's MLflow dataset inputs). `code_files`: the model's own source, beyond
+    models.py and training.py, that a checkpoint must match to be resumed.
     """
     training.make_deterministic(params.seed)
     model = build()
@@ -55,7 +57,10 @@ def train_and_save(
         seed=params.seed,
         checkpoint=checkpoint,
         resume_key=training.resume_key(
-            params.seed, settings.model_dump(), [file.at(workdir) for file in data_files]
+            params.seed,
+            settings.model_dump(),
+            [file.at(workdir) for file in data_files],
+            code_files,
         ),
         callbacks=[*tracker.epoch_callbacks(stage), *callbacks],
     )
@@ -65,7 +70,6 @@ def train_and_save(
     tracker.log_resumed_epochs(stage, result.history, result.resumed_epochs)
     history, summary = outputs
     history.write_history(workdir, result.history)
-    _, described, _ = next(iter(exported.values()))
     datasets = {
         DATASET_NAMES[file.path]: {
             "file": file.path,
@@ -75,7 +79,7 @@ def train_and_save(
         }
         for file in data_files
     }
-    summary.write(workdir, {**result.summary(described), "datasets": datasets})
+    summary.write(workdir, {**result.summary(model), "datasets": datasets})
     tracker.log_stage(stage)
     for name, (_, saved, sample) in exported.items():
         tracker.log_model(name, saved, sample)

@@ -67,10 +67,23 @@ ROW: dict[str, StageRow] = {
         models=("conv_denoiser",),
         datasets=artifacts.CONV_SUMMARY,
     ),
+    **{
+        files.summary.producer: StageRow(
+            metrics=((files.summary, f"vae_{name}."),),
+            curves=Curves(files.history, f"vae_{name}", 1),
+            models=(f"vae_{name}_encoder", f"vae_{name}_decoder"),
+            datasets=files.summary,
+        )
+        for name, files in artifacts.VAE.items()
+    },
     "baselines": StageRow(metrics=((artifacts.BASELINE_TUNING, "baselines."),)),
     "evaluate": StageRow(
         metrics=((artifacts.EVALUATION, ""),), files=((artifacts.EVALUATION, None),)
     ),
+    **{
+        files.evaluation.producer: StageRow(metrics=((files.evaluation, f"vae_{name}.test."),))
+        for name, files in artifacts.VAE.items()
+    },
     "noise_sweep": StageRow(curves=Curves(artifacts.NOISE_SWEEP, "sweep", 0)),
     "figures": StageRow(files=tuple((png, "figures") for png in artifacts.FIGURES.values())),
     "report": StageRow(

@@ -1,0 +1,40 @@
+"""Stages `evaluate_vae@<name>`: the VAE `name`'s test scores, as the literature reports them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from mnist_ae import artifacts, data, vae
+from mnist_ae.config import Params
+from mnist_ae.tracking import NO_TRACKING, Tracker
+
+
+def run(params: Params, workdir: Path, tracker: Tracker = NO_TRACKING, *, name: str) -> None:
+    """Score the VAE on the test set, binarised once with the seed (or grey, with
+    `binarize: none`), and write its DVC metrics JSON."""
+    files = artifacts.vae_files(name)
+    stage = f"evaluate_vae@{name}"
+    images = data.flat_images(data.to_unit_float(artifacts.MNIST.read(workdir)["x_test"]))
+    binarized = params.train_vae.binarize == "dynamic"
+    if binarized:
+        images = vae.binarize(images, params.seed, vae.TEST_DRAW)
+    scores = vae.test_scores(
+        files.encoder.read(workdir),
+        files.decoder.read(workdir),
+        images,
+        params.evaluate_vae.importance_samples,
+        params.seed,
+        params.evaluate_vae.batch_size,
+    )
+    files.evaluation.write(workdir, {**scores, "binarized": binarized})
+    tracker.log_stage(stage)
+
+
+def runner(name: str) -> Callable[[Params, Path, Tracker], None]:
+    """The stage function of configuration `name` (an unknown name fails when it runs)."""
+
+    def run_named(params: Params, workdir: Path, tracker: Tracker) -> None:
+        run(params, workdir, tracker, name=name)
+
+    return run_named
