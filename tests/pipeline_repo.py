@@ -111,7 +111,7 @@ class Pipeline:
         self, *arguments: str, check: bool = True
     ) -> tuple[list[str], subprocess.CompletedProcess]:
         result = self.run("dvc", "repro", *arguments, check=check)
-        return re.findall(r"Running stage '([^']+)'", result.stdout), result
+        return ran_stages(result.stdout), result
 
     def edit_params(self, section: str, key: str, value: object) -> None:
         path = self.root / "params.yaml"
@@ -145,6 +145,11 @@ class Pipeline:
         return client.search_runs(
             [experiment.experiment_id], order_by=["attributes.start_time ASC"]
         )
+
+
+def ran_stages(output: str) -> list[str]:
+    """The stages a `dvc repro` / `dvc exp run` output says it ran, in order."""
+    return re.findall(r"Running stage '([^']+)'", output)
 
 
 def copy_tracked(root: Path) -> list[str]:

@@ -6,7 +6,9 @@ section deleted, and an unknown key added to it. Each case runs the `check_param
 validation in-process on the broken file: exit code 2 and one line naming the key.
 
 Whether `dvc repro` runs that check at all does not depend on which key broke: the stage
-depends on every byte of params.yaml, and every other stage on its output. So a real
+depends on every byte of params.yaml, and every other stage on its output. (One exception:
+without `train_vae.models`, which dvc.yaml's `foreach` reads, DVC itself stops first, with
+its own one line naming the key; tested too.) So a real
 `dvc repro` on a built copy of the pipeline runs for one case of each kind (chosen where DVC's
 own change detection would miss it: a key no stage reads, `true` turned into `1`, which DVC's
 params comparison calls equal), plus `dvc exp run` and a targeted `dvc repro`: each must exit
@@ -27,7 +29,7 @@ import yaml
 
 from mnist_ae.cli import DEBUG_ENV, run_stage
 from mnist_ae.config import Params, flatten
-from pipeline_repo import Pipeline
+from pipeline_repo import Pipeline, ran_stages
 from test_bad_input import BAD_VALUES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,10 +148,10 @@ def pipe(pristine: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Pipeli
 
 
 def _break_and_repro(
-    pipe: Pipeline, mutate: Any, key: str, *command: str
+    pipe: Pipeline, mutate: Any, key: str, *command: str, ran: tuple[str, ...] = ("check_params",)
 ) -> tuple[str | re.Pattern[str], str]:
     """Apply one mutation to the copy's params.yaml, run the command, restore; return the
-    expected phrase and the command's stderr."""
+    expected phrase and the command's stderr. Only the stages `ran` may run."""
     path = pipe.root / "params.yaml"
     original = path.read_text(encoding="utf-8")
     broken, expected = mutate(copy.deepcopy(yaml.safe_load(original)), key)
@@ -162,7 +164,7 @@ def _break_and_repro(
     assert result.returncode != 0, result.stdout
     output = result.stdout + result.stderr
     assert "up to date" not in output
-    assert re.findall(r"Running stage '([^']+)'", output) == ["check_params"], output
+    assert ran_stages(output) == list(ran), output
     assert pipe.digests() == before
     assert "Traceback" not in result.stderr
     return expected, result.stderr
@@ -176,6 +178,24 @@ def test_dvc_repro_reports_the_bad_params(pipe: Pipeline, mutate: Any, key: str)
     assert len(lines) == 1, stderr
     assert lines[0].startswith("check_params: invalid params: params.yaml: "), lines[0]
     _assert_names_the_key(lines[0], expected)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("mutate", "key"),
+    [(_without_section, "train_vae"), (_misspelt, "train_vae.models")],
+    ids=["train_vae-deleted", "train_vae.models-misspelt"],
+)
+def test_a_missing_foreach_source_fails_in_dvcs_own_line(
+    pipe: Pipeline, mutate: Any, key: str
+) -> None:
+    """The VAE stages `foreach` over train_vae.models, so DVC reads that key to build the
+    pipeline and stops before any stage, the check included, with one line naming it."""
+    _, stderr = _break_and_repro(pipe, mutate, key, "dvc", "repro", ran=())
+    assert stderr.strip().splitlines() == [
+        "ERROR: failed to parse 'stages.train_vae.foreach' in 'dvc.yaml': "
+        "Could not find 'train_vae.models'"
+    ]
 
 
 @pytest.mark.e2e

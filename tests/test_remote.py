@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -24,7 +23,7 @@ import botocore.exceptions
 import pytest
 
 from mnist_ae import artifacts
-from pipeline_repo import OUTPUTS, Pipeline, free_port
+from pipeline_repo import OUTPUTS, Pipeline, free_port, ran_stages
 
 pytestmark = pytest.mark.e2e
 
@@ -232,7 +231,7 @@ def shared_experiment(
     first = published.clone(tmp_path_factory.mktemp("experiment") / "a")
     first.run("dvc", "pull")
     result = first.run("dvc", "exp", "run", "-n", EXPERIMENT, "-S", "train_dense.encoding_dim=16")
-    assert "train_dense" in re.findall(r"Running stage '([^']+)'", result.stdout)
+    assert "train_dense" in ran_stages(result.stdout)
     first.run("dvc", "exp", "push", "origin", EXPERIMENT)
     return SharedExperiment(first.digests(), _experiment(first))
 

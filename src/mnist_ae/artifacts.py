@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from mnist_ae import io, provenance
+from mnist_ae.config import VaeModels
 
 Shape = tuple[int | None, ...]
 
@@ -119,7 +120,8 @@ class Table(Artifact):
 
 @dataclass(frozen=True)
 class History(Table):
-    """A per-epoch training history: an `epoch` column (from 1), then loss and val_loss."""
+    """A per-epoch training history: an `epoch` column (from 1), then each curve the model
+    logged (loss and val_loss; the VAE also its ELBO's terms)."""
 
     def read_history(self, workdir: Path | str) -> dict[str, list[float]]:
         """The history as columns, the epoch column included."""
@@ -210,8 +212,8 @@ class VaeFiles:
         return (self.encoder, self.decoder, self.history, self.summary, self.evaluation)
 
 
-# The configurations of params.yaml's train_vae.models (config.VaeModels), one stage each.
-VAE_NAMES = ("manifold", "likelihood")
+# The configurations of params.yaml's train_vae.models, one stage each.
+VAE_NAMES = tuple(VaeModels.model_fields)
 VAE = {
     name: VaeFiles(
         encoder=KerasModel(f"models/vae_{name}_encoder.keras", f"train_vae@{name}"),

@@ -4,7 +4,8 @@ Two properties matter more than anything else here:
 - Determinism: the batch order of epoch `e` is a stateless function of (seed, e), and TF op
   determinism is on, so the same params give byte-identical weights run after run.
 - Resumability: after every completed epoch the weights, the optimizer's state, the history
-  and the early-stopping state go to ONE checkpoint file, written atomically. A stage killed
+  (every curve the model logs), the early-stopping state and the model's random-number state
+  (SeedGenerators) go to ONE checkpoint file, written atomically. A stage killed
   mid-epoch (SIGTERM, SIGKILL, Ctrl-C, a crash) resumes from the last completed epoch when it
   is run again with the same params and inputs — and, because the batch order depends only on
   (seed, epoch), it ends with exactly the weights an uninterrupted run would have.
@@ -51,7 +52,7 @@ def make_deterministic(seed: int) -> None:
 class FitResult:
     """Per-epoch history and a summary of one training run."""
 
-    history: dict[str, list[float]]  # loss and val_loss, one value per epoch run
+    history: dict[str, list[float]]  # loss, val_loss (and any other logged curve), per epoch
     epochs_run: int
     best_epoch: int  # 1-based epoch whose weights the model holds at the end
     best_val_loss: float
@@ -82,13 +83,19 @@ def split_validation(
     return (inputs[:cut], targets[:cut]), (inputs[cut:], targets[cut:])
 
 
-def fingerprint(*parts: Any, files: Iterable[Path | str] = ()) -> str:
-    """A digest of JSON-able values and file contents."""
+def fingerprint(
+    *parts: Any, files: Iterable[Path | str] = (), arrays: Iterable[np.ndarray] = ()
+) -> str:
+    """A digest of JSON-able values, file contents and arrays (dtype, shape and bytes)."""
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
     for path in files:
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(memoryview(array).cast("B"))
     return digest.hexdigest()
 
 
@@ -97,10 +104,12 @@ def resume_key(
     settings: Mapping[str, Any],
     data_files: Iterable[Path | str],
     code_files: Iterable[Path | str] = (),
+    arrays: Iterable[np.ndarray] = (),
 ) -> str:
     """What a checkpoint must match to be resumed: seed, the stage's params but `epochs`, its
-    input data, the model and training code (models.py, training.py and `code_files`), and the
-    Keras/TensorFlow versions.
+    input data (the files, and the arrays fit() gets from them: a change in preprocessing,
+    such as the VAE's `binarize`, is a change of data too), the model and training code
+    (models.py, training.py and `code_files`), and the Keras/TensorFlow versions.
 
     Not `epochs`: the batch order of an epoch depends only on (seed, epoch), so the first k
     epochs are the same whatever the total, and a run stopped at epoch k resumes to any
@@ -110,7 +119,8 @@ def resume_key(
     settings = {key: value for key, value in settings.items() if key != "epochs"}
     code = [Path(__file__).with_name(name) for name in ("models.py", "training.py")]
     versions = (keras.__version__, tf.__version__)
-    return fingerprint(seed, settings, versions, files=[*data_files, *code, *code_files])
+    files = [*data_files, *code, *code_files]
+    return fingerprint(seed, settings, versions, files=files, arrays=arrays)
 
 
 def remove_checkpoint(path: Path | str) -> None:

@@ -49,7 +49,7 @@ def build_vae_encoder(hidden: Sequence[int], activation: str, latent_dim: int) -
 
 def build_vae_decoder(hidden: Sequence[int], activation: str, latent_dim: int) -> keras.Model:
     """latent_dim -> hidden (reversed)... -> 784 Bernoulli logits (linear: sigmoid gives the
-    pixel probabilities). 50-200-200-784 (tanh): 207,184 parameters."""
+    pixel probabilities). 50-200-200-784 (tanh): 207,984 parameters."""
     code = keras.Input(shape=(latent_dim,), name="code")
     x = code
     for index, units in enumerate(reversed(hidden), start=1):
@@ -72,24 +72,28 @@ def bernoulli_nll(images: Any, logits: Any) -> Any:
 
 
 # Independent fixed draws from one seed: the training set's (whose validation slice val_loss
-# reads) and the test set's.
+# reads) and the test set's. Not 0: NumPy seeds `[seed, 0]` exactly as `seed` alone, so a
+# draw 0 would repeat any other use of `default_rng(seed)`.
 TRAINING_DRAW, TEST_DRAW = 1, 2
+# Logits held at once by the likelihood estimate: batch x samples per pass x 784 floats.
+LOGITS_PER_PASS = 7_840_000  # 31 MB: 100 images x 100 samples
 
 
-def binarize(images: np.ndarray, seed: int, draw: int = 0) -> np.ndarray:
+def binarize(images: np.ndarray, seed: int, draw: int) -> np.ndarray:
     """A fixed Bernoulli draw of every pixel: 1 with probability equal to its grey value.
 
     The test set of the likelihood literature ("binarised once with a fixed seed"). float32,
     the shape of `images`, which must lie in [0, 1]. Different `draw`s of one seed are
-    independent streams (NumPy's SeedSequence of (seed, draw)).
+    independent streams (NumPy's SeedSequence of (seed, draw)); `draw` must be at least 1.
     """
+    if draw < 1:
+        raise ValueError(f"draw must be at least 1, got {draw}")
     if images.size and (images.min() < 0.0 or images.max() > 1.0):
         raise ValueError("binarize expects grey values in [0, 1]")
     draws = np.random.default_rng([seed, draw]).random(images.shape, dtype=np.float32)
     return (draws < images).astype(np.float32)
 
 
-@keras.saving.register_keras_serializable(package="mnist_ae")
 class VariationalAutoencoder(keras.Model):
     """Encoder + reparameterised sample + decoder, trained on the negative ELBO.
 
@@ -183,9 +187,10 @@ class LikelihoodEstimate:
     """Per-image test scores of a VAE (nats; arrays of one value per image)."""
 
     nll: np.ndarray  # -log p(x) estimated with k importance samples (the IWAE bound)
-    negative_elbo: np.ndarray  # -(mean over the same k samples of log w): the ELBO's estimate
+    sampled_negative_elbo: np.ndarray  # -(mean of log w over the same k samples)
     reconstruction: np.ndarray  # -(mean over the k samples of log p(x|z))
     kl: np.ndarray  # KL(q(z|x) || p(z)), exact
+    posterior_means: np.ndarray  # (images, latent_dim)
     samples: int  # k
 
 
@@ -219,20 +224,24 @@ def estimate_likelihood(
     samples: int,
     seed: int,
     batch_size: int = 100,
-    samples_per_pass: int = 100,
+    samples_per_pass: int | None = None,
 ) -> LikelihoodEstimate:
     """Importance-sampled log-likelihood (Burda et al. 2015), with q(z|x) as the proposal.
 
     log p(x) >= log (1/k) sum_i w_i, w_i = p(x, z_i) / q(z_i|x), z_i ~ q(z|x); the bound
     tightens as k grows, and at k = 1 it is the ELBO estimate of the same sample. The noise is
-    a stateless function of (seed, batch, pass), so an estimate is reproducible. Memory is
-    bounded by batch_size x samples_per_pass decoded images (100 x 100: 31 MB of logits).
+    a stateless function of (seed, batch, pass), so an estimate is reproducible; another
+    batch_size draws other noise (the same estimate within its Monte-Carlo error). Memory is
+    bounded by batch_size x samples_per_pass decoded images, by default about LOGITS_PER_PASS
+    logits (100 images x 100 samples).
     """
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
     images = np.asarray(images, dtype=np.float32).reshape(len(images), IMAGE_PIXELS)
+    if samples_per_pass is None:
+        samples_per_pass = max(1, LOGITS_PER_PASS // (batch_size * IMAGE_PIXELS))
     per_pass = min(samples, samples_per_pass)
-    outputs: dict[str, list[np.ndarray]] = {"nll": [], "elbo": [], "rec": [], "kl": []}
+    outputs: dict[str, list[np.ndarray]] = {"nll": [], "elbo": [], "rec": [], "kl": [], "mean": []}
     for batch_index, start in enumerate(range(0, len(images), batch_size)):
         batch = tf.constant(images[start : start + batch_size])
         mean, log_var = encoder(batch, training=False)
@@ -250,12 +259,14 @@ def estimate_likelihood(
         outputs["elbo"].append((-weight_sum / samples).numpy())
         outputs["rec"].append((-likelihood_sum / samples).numpy())
         outputs["kl"].append(np.asarray(gaussian_kl(mean, log_var)))
+        outputs["mean"].append(np.asarray(mean))
     joined = {name: np.concatenate(values) for name, values in outputs.items()}
     return LikelihoodEstimate(
         nll=joined["nll"],
-        negative_elbo=joined["elbo"],
+        sampled_negative_elbo=joined["elbo"],
         reconstruction=joined["rec"],
         kl=joined["kl"],
+        posterior_means=joined["mean"],
         samples=samples,
     )
 
@@ -278,11 +289,7 @@ def test_scores(
     k-sample importance estimate), `negative_elbo` = `reconstruction` (over the same k codes)
     + `kl` (exact), and `active_units` of the latent_dim."""
     estimate = estimate_likelihood(encoder, decoder, images, samples, seed, batch_size)
-    means, _ = encoder.predict(
-        np.asarray(images, np.float32).reshape(len(images), IMAGE_PIXELS),
-        batch_size=batch_size,
-        verbose=0,
-    )
+    means = estimate.posterior_means
     reconstruction = float(np.mean(estimate.reconstruction, dtype=np.float64))
     kl = float(np.mean(estimate.kl, dtype=np.float64))
     return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,10 +32,6 @@ def run(params: Params, workdir: Path, tracker: Tracker = NO_TRACKING, *, name: 
     tracker.log_stage(stage)
 
 
-def runner(name: str) -> Callable[[Params, Path, Tracker], None]:
+def runner(name: str) -> Callable[..., None]:
     """The stage function of configuration `name` (an unknown name fails when it runs)."""
-
-    def run_named(params: Params, workdir: Path, tracker: Tracker) -> None:
-        run(params, workdir, tracker, name=name)
-
-    return run_named
+    return functools.partial(run, name=name)

@@ -1,5 +1,5 @@
-"""The one path from params to a trained, saved and logged model, shared by both training
-stages (and so by the benchmark)."""
+"""The one path from params to a trained, saved and logged model, shared by every training
+stage (and so by the benchmark)."""
 
 from __future__ import annotations
 
@@ -61,6 +61,7 @@ def train_and_save(
             settings.model_dump(),
             [file.at(workdir) for file in data_files],
             code_files,
+            arrays=data,
         ),
         callbacks=[*tracker.epoch_callbacks(stage), *callbacks],
     )

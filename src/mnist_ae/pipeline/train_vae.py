@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -70,10 +71,6 @@ def run(
     )
 
 
-def runner(name: str) -> Callable[[Params, Path, Tracker], training.FitResult]:
+def runner(name: str) -> Callable[..., training.FitResult]:
     """The stage function of configuration `name` (an unknown name fails when it runs)."""
-
-    def run_named(params: Params, workdir: Path, tracker: Tracker) -> training.FitResult:
-        return run(params, workdir, tracker, name=name)
-
-    return run_named
+    return functools.partial(run, name=name)
