@@ -132,7 +132,8 @@ def test_log_weights_are_the_three_densities_of_the_same_codes() -> None:
     )
     epsilon = np.asarray(tf.random.stateless_normal([4, *mean.shape], seed=key))
     codes = mean + np.exp(0.5 * log_var) * epsilon
-    logits = np.asarray(model.decoder(codes.reshape(-1, 3))).reshape(4, 3, 784)
+    latent_dim = mean.shape[-1]
+    logits = np.asarray(model.decoder(codes.reshape(-1, latent_dim))).reshape(4, len(images), 784)
     probabilities = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
     expected_likelihood = np.sum(
         images * np.log(probabilities) + (1 - images) * np.log1p(-probabilities), axis=-1
