@@ -335,7 +335,10 @@ def test_changing_a_figures_param_reruns_only_figures_and_logs_a_complete_row(
 
 
 def test_forced_repro_is_byte_identical(pipeline: Pipeline) -> None:
+    # The VAE stages, a third of this test's time, are re-run byte for byte in-process by
+    # tests/test_vae.py instead; every other stage is forced here, in its own process.
+    forced = [stage for stage in STAGES if not stage.startswith(("train_vae@", "evaluate_vae@"))]
     lock_before = (pipeline.root / "dvc.lock").read_text()
-    ran, _ = pipeline.repro("--force")
-    assert ran == STAGES
+    ran, _ = pipeline.repro("--force", "--single-item", *forced)
+    assert ran == forced
     assert (pipeline.root / "dvc.lock").read_text() == lock_before

@@ -286,6 +286,17 @@ def test_the_stages_write_every_output_and_the_literatures_scores(
         # Importance sampling tightens the bound: the NLL estimate is below the negative ELBO
         # (on average over images; exactly so for each image's own k samples).
         assert 0 < scores["nll"] < scores["negative_elbo"]
+    # Both stages again give the same bytes (test_pipeline.py's forced `dvc repro` leaves the
+    # VAE stages to this check).
+    written = {artifact.path: artifact.sha256(tmp_path) for artifact in _vae_outputs()}
+    for name in VAE_NAMES:
+        train_vae.run(params, tmp_path, name=name)
+        evaluate_vae.run(params, tmp_path, name=name)
+    assert {artifact.path: artifact.sha256(tmp_path) for artifact in _vae_outputs()} == written
+
+
+def _vae_outputs() -> list[artifacts.Artifact]:
+    return [artifact for name in VAE_NAMES for artifact in artifacts.VAE[name].all()]
 
 
 def test_an_unknown_configuration_is_one_clear_error(tmp_path: Path) -> None:
