@@ -109,6 +109,7 @@ BAD_VALUES: dict[str, Bad] = {
     "figures.dpi": Bad(100.5, 601),
     "figures.projection": Bad(2, "umap"),
     "figures.projection_samples": Bad(None, 10_001),
+    "figures.manifold_size": Bad(20.5, 1),
 }
 
 # Other keys a case sets first, for values that are invalid only in combination.

@@ -152,16 +152,41 @@ def test_sweep_curves_name_the_baseline_and_the_trained_noise_level() -> None:
     assert list(ssim_axis.lines[3].get_xdata()) == [1.0, 1.0]
 
 
-def test_latent_scatter_colours_by_label_and_counts_the_points() -> None:
+def test_latent_scatter_colours_by_label_and_hides_the_axes_of_a_projection() -> None:
     points = np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0], [6.0, 7.0], [8.0, 9.0]])
-    figure = figures.latent_scatter(points, np.array([0, 1, 2, 3, 9]), "tsne")
+    figure = figures.latent_scatter(points, np.array([0, 1, 2, 3, 9]), "Five codes")
     assert isinstance(figure, Figure)
     scatter_axis, colorbar_axis = figure.axes
-    assert scatter_axis.get_title() == "Dense encoder codes, TSNE to 2-D (5 test digits)"
+    assert scatter_axis.get_title() == "Five codes"
     assert colorbar_axis.get_ylabel() == "digit"
     (scatter,) = scatter_axis.collections
     np.testing.assert_array_equal(scatter.get_offsets(), points)
     assert list(scatter.get_array()) == [0, 1, 2, 3, 9]
+    assert list(scatter_axis.get_xticks()) == []
+    # Codes whose axes mean something (a 2-D latent space) keep their ticks, with labels.
+    labelled = figures.latent_scatter(points, np.zeros(5), "Codes", axis_labels=("z1", "z2"))
+    assert (labelled.axes[0].get_xlabel(), labelled.axes[0].get_ylabel()) == ("z1", "z2")
+    assert len(labelled.axes[0].get_xticks()) > 0
+
+
+def test_digit_mosaic_tiles_the_digits_row_by_row_and_ticks_their_values() -> None:
+    values = np.arange(6, dtype=float).reshape(2, 3) / 10  # row r, column c: 0.3 r + 0.1 c
+    images = np.broadcast_to(values[:, :, None, None], (2, 3, 28, 28))
+    figure = figures.digit_mosaic(
+        images, "A mosaic", [-1.0, 0.0, 1.5], [0.25, -0.25], axis_labels=("z1", "z2")
+    )
+    (axis,) = figure.axes
+    tiled = axis.images[0].get_array()
+    assert tiled.shape == (56, 84)
+    assert tiled[0, 0] == 0.0
+    assert tiled[0, 28] == 0.1  # row 0, column 1
+    assert tiled[28, 56] == 0.5  # row 1, column 2
+    assert _tick_labels(axis) == ["-1.00", "0.00", "1.50"]
+    assert [label.get_text() for label in axis.get_yticklabels()] == ["0.25", "-0.25"]
+    assert list(axis.get_xticks()) == [13.5, 41.5, 69.5]
+    assert (axis.get_xlabel(), axis.get_ylabel(), axis.get_title()) == ("z1", "z2", "A mosaic")
+    plain = figures.digit_mosaic(images, "No values")
+    assert list(plain.axes[0].get_xticks()) == list(plain.axes[0].get_yticks()) == []
 
 
 def test_per_digit_bars_group_by_digit_with_one_bar_per_method() -> None:
@@ -222,6 +247,21 @@ def test_pipeline_figures_draws_every_figure_from_the_stub_models_and_metrics() 
         },
     }
     history = {"loss": [0.3, 0.2], "val_loss": [0.25, 0.26]}
+    # The VAE stubs: codes are (mean pixel, -mean pixel, ...), log variances zero; a decoder's
+    # logits are 0 everywhere but where its code's first coordinate says.
+    manifold_encoder = _StubModel(lambda flat: (flat[:, :2] * [1, -1], np.zeros((len(flat), 2))))
+    likelihood_encoder = _StubModel(lambda flat: (flat[:, :5], np.zeros((len(flat), 5))))
+    manifold_decoder = _StubModel(lambda codes: np.repeat(codes[:, :1], 784, axis=1))
+    likelihood_decoder = _StubModel(lambda codes: np.repeat(codes[:, :1], 784, axis=1))
+    vae_inputs = figures.VaeFigureInputs(
+        manifold_encoder=manifold_encoder,
+        manifold_decoder=manifold_decoder,
+        likelihood_encoder=likelihood_encoder,
+        likelihood_decoder=likelihood_decoder,
+        images=(clean > 0.25).astype(np.float32),
+        binarized=True,
+        histories={"manifold": history, "likelihood": history},
+    )
     inputs = figures.FigureInputs(
         dense_autoencoder=dense,
         dense_encoder=encoder,
@@ -234,10 +274,11 @@ def test_pipeline_figures_draws_every_figure_from_the_stub_models_and_metrics() 
         sweep=[_sweep_row(0.5, 24.0, 17.0, 14.0)],
         sweep_baseline="non_local_means",
         noise_factor=0.5,
+        vae=vae_inputs,
     )
 
     drawn = figures.pipeline_figures(
-        inputs, n_digits=3, projection="pca", projection_samples=4, seed=0
+        inputs, n_digits=3, projection="pca", projection_samples=4, manifold_size=4, seed=0
     )
 
     assert dense.shapes == [(6, 784)]
@@ -254,6 +295,12 @@ def test_pipeline_figures_draws_every_figure_from_the_stub_models_and_metrics() 
         "latent_space": 2,
         "error_per_digit": 1,
         "worst_reconstructions": 6,
+        "vae_manifold": 1,
+        "vae_codes": 2,
+        "vae_prior_samples": 1,
+        "vae_interpolations": 9,  # 3 pairs of the 6 test digits, 3 steps each
+        "vae_reconstructions": 15,  # original, binarised, dense AE, VAE 2-D, VAE 5-D
+        "vae_training_curves": 2,
     }
     assert list(drawn) == list(axes_per_figure)
     assert {name: len(figure.axes) for name, figure in drawn.items()} == axes_per_figure
@@ -281,3 +328,37 @@ def test_pipeline_figures_draws_every_figure_from_the_stub_models_and_metrics() 
     assert _legend(drawn["noise_sweep"].axes[0])[1] == "non local means (tuned)"
     assert _legend(drawn["training_curves"].axes[1])[2] == "best epoch 1"
     assert _tick_labels(drawn["error_per_digit"].axes[0]) == ["0", "1"]
+    # The VAEs: every image is a decoded mean, sigmoid(logits).
+    assert manifold_encoder.shapes == [(6, 784)]  # all test digits, for the scatter
+    assert likelihood_encoder.shapes == [(6, 784)]  # 3 pairs to interpolate
+    assert manifold_decoder.shapes == [(16, 2), (3, 2)]  # the 4 x 4 manifold, 3 reconstructions
+    assert likelihood_decoder.shapes == [(64, 5), (9, 5), (3, 5)]  # prior, 3 lines, 3 digits
+    manifold = drawn["vae_manifold"].axes[0]
+    quantile_05 = -1.6448536269514722
+    assert _tick_labels(manifold)[0] == f"{quantile_05:.2f}"
+    assert manifold.get_yticklabels()[0].get_text() == f"{-quantile_05:.2f}"
+    tiled = manifold.images[0].get_array()
+    assert tiled.shape == (4 * 28, 4 * 28)
+    assert tiled[0, 0] == pytest.approx(1 / (1 + np.exp(-quantile_05)))  # column 0: z1 = q(0.05)
+    assert tiled[0, 3 * 28] == pytest.approx(1 / (1 + np.exp(quantile_05)))  # z1 = q(0.95)
+    codes = drawn["vae_codes"].axes[0]
+    # The first projection_samples test digits; binarised digit 3 is all ones: code (1, -1).
+    np.testing.assert_array_equal(codes.collections[0].get_offsets()[:, 1], [0, 0, 0, -1])
+    assert codes.get_title() == "2-D VAE codes (posterior means) of 4 test digits"
+    assert _row_labels(drawn["vae_interpolations"], 3) == [
+        "0 → 1\n(test 0, 1)",
+        "0 → 1\n(test 2, 3)",
+        "0 → 1\n(test 4, 5)",
+    ]
+    # Digits 2 -> 3: codes 0, 0.5, 1 in the first coordinate, which the stub decodes as logit.
+    steps = [axis.images[0].get_array()[0, 0] for axis in drawn["vae_interpolations"].axes[3:6]]
+    assert steps == pytest.approx([0.5, 1 / (1 + np.exp(-0.5)), 1 / (1 + np.exp(-1.0))])
+    assert _row_labels(drawn["vae_reconstructions"], 3) == [
+        "original",
+        "binarised",
+        "dense AE",
+        "VAE 2-D",
+        "VAE 5-D",
+    ]
+    assert drawn["vae_training_curves"].axes[0].get_title() == "VAE manifold"
+    assert drawn["vae_training_curves"].axes[0].get_ylabel() == "negative ELBO (nats per image)"

@@ -234,6 +234,58 @@ def test_draws_of_one_seed_are_independent() -> None:
     assert 0.49 < agreement < 0.51  # independent fair coins agree half the time
 
 
+def test_the_test_images_are_one_fixed_draw_whatever_their_shape() -> None:
+    grey = np.linspace(0.0, 1.0, 3 * 784, dtype=np.float32).reshape(3, 28, 28)
+    binary = vae.test_images(grey, binarized=True, seed=5)
+    assert set(np.unique(binary)) <= {0.0, 1.0}
+    # evaluate_vae scores flat images, figures draws 28x28 ones: the same pixels either way.
+    flat = vae.test_images(grey.reshape(3, 784), binarized=True, seed=5)
+    np.testing.assert_array_equal(binary.reshape(3, 784), flat)
+    np.testing.assert_array_equal(binary, vae.binarize(grey, 5, vae.TEST_DRAW))
+    assert vae.test_images(grey, binarized=False, seed=5) is grey
+
+
+def test_the_manifold_grid_lies_at_gaussian_quantiles_top_row_highest() -> None:
+    values = vae.manifold_axis(3)
+    np.testing.assert_allclose(values, [-1.6448536269514722, 0.0, 1.6448536269514722], atol=1e-12)
+    codes = vae.manifold_codes(values)
+    assert codes.shape == (9, 2)
+    np.testing.assert_allclose(codes[0], [values[0], values[2]])  # top left: z1 low, z2 high
+    np.testing.assert_allclose(codes[2], [values[2], values[2]])  # top right
+    np.testing.assert_allclose(codes[8], [values[2], values[0]])  # bottom right
+    with pytest.raises(ValueError, match="at least 2 values per axis, got 1"):
+        vae.manifold_axis(1)
+
+
+def test_interpolation_runs_straight_from_one_code_to_the_other() -> None:
+    line = vae.interpolate(np.array([0.0, 2.0]), np.array([1.0, -2.0]), 5)
+    np.testing.assert_allclose(line, [[0, 2], [0.25, 1], [0.5, 0], [0.75, -1], [1, -2]])
+    with pytest.raises(ValueError, match="at least 2 steps, got 1"):
+        vae.interpolate(np.zeros(2), np.ones(2), 1)
+
+
+def test_prior_codes_are_a_fixed_standard_normal_draw_of_the_seed() -> None:
+    codes = vae.prior_codes(4000, 5, seed=1)
+    assert codes.shape == (4000, 5)
+    np.testing.assert_array_equal(codes, vae.prior_codes(4000, 5, seed=1))
+    assert not np.array_equal(codes, vae.prior_codes(4000, 5, seed=2))
+    assert abs(float(codes.mean())) < 0.05 and abs(float(codes.std()) - 1.0) < 0.05
+
+
+def test_decoded_means_are_the_pixel_probabilities_of_the_logits() -> None:
+    model = _tiny_model()
+    codes = vae.prior_codes(3, 3, seed=0)  # the tiny model's latent_dim is 3
+    logits = model.decoder.predict(codes.astype(np.float32), verbose=0)
+    np.testing.assert_allclose(
+        vae.decoded_means(model.decoder, codes),
+        (1 / (1 + np.exp(-logits))).reshape(3, 28, 28),
+        rtol=1e-6,
+    )
+    images = _binary_images(4)
+    mean, _ = model.encoder.predict(images, verbose=0)
+    np.testing.assert_array_equal(vae.posterior_means(model.encoder, images), mean)
+
+
 def _vae_params(binarize: str = "dynamic") -> Params:
     params = load_params(REPO / "params.yaml")
     small = {"hidden": [16], "epochs": 2, "batch_size": 16, "validation_samples": 16}

@@ -256,6 +256,12 @@ FIGURES = {
         "latent_space",
         "error_per_digit",
         "worst_reconstructions",
+        "vae_manifold",
+        "vae_codes",
+        "vae_prior_samples",
+        "vae_interpolations",
+        "vae_reconstructions",
+        "vae_training_curves",
     )
 }
 

@@ -267,6 +267,8 @@ class FiguresParams(_Section):
     projection: Literal["pca", "tsne"]
     # Test digits in the scatter (t-SNE on all 10,000 takes minutes on 2 cores).
     projection_samples: int = Field(ge=1, le=10_000)
+    # The 2-D VAE's manifold: decoded digits on a size x size grid of codes.
+    manifold_size: int = Field(ge=2, le=40)
 
 
 class Params(_Section):

@@ -18,6 +18,7 @@ published numbers.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +76,8 @@ def bernoulli_nll(images: Any, logits: Any) -> Any:
 # reads) and the test set's. Not 0: NumPy seeds `[seed, 0]` exactly as `seed` alone, so a
 # draw 0 would repeat any other use of `default_rng(seed)`.
 TRAINING_DRAW, TEST_DRAW = 1, 2
+# The codes drawn from the prior for the figure of samples: another independent draw.
+PRIOR_DRAW = 3
 # Logits held at once by the likelihood estimate: batch x samples per pass x 784 floats.
 LOGITS_PER_PASS = 7_840_000  # 31 MB: 100 images x 100 samples
 
@@ -92,6 +95,13 @@ def binarize(images: np.ndarray, seed: int, draw: int) -> np.ndarray:
         raise ValueError("binarize expects grey values in [0, 1]")
     draws = np.random.default_rng([seed, draw]).random(images.shape, dtype=np.float32)
     return (draws < images).astype(np.float32)
+
+
+def test_images(images: np.ndarray, binarized: bool, seed: int) -> np.ndarray:
+    """The test images the VAEs are scored and drawn on: grey values in [0, 1], binarised
+    once with the seed (TEST_DRAW) when they train binarised. Any shape; the draw of a pixel
+    depends only on its flat index."""
+    return binarize(images, seed, TEST_DRAW) if binarized else images
 
 
 class VariationalAutoencoder(keras.Model):
@@ -302,3 +312,46 @@ def test_scores(
         "latent_dim": int(means.shape[1]),
         "test_samples": len(images),
     }
+
+
+def posterior_means(encoder: keras.Model, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    """The means of q(z|x) of flat images, shape (images, latent_dim)."""
+    flat = np.asarray(images, dtype=np.float32).reshape(len(images), IMAGE_PIXELS)
+    mean, _ = encoder.predict(flat, batch_size=batch_size, verbose=0)
+    return np.asarray(mean)
+
+
+def decoded_means(decoder: keras.Model, codes: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    """The pixel probabilities sigmoid(logits) of p(x|z) for each code, shape (codes, 28, 28):
+    the image a VAE "draws" for a code (its mean, not a Bernoulli sample)."""
+    logits = decoder.predict(np.asarray(codes, dtype=np.float32), batch_size=batch_size, verbose=0)
+    return (1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))).reshape(-1, 28, 28)
+
+
+def prior_codes(count: int, latent_dim: int, seed: int) -> np.ndarray:
+    """`count` codes from the prior N(0, I), a fixed draw of the seed (PRIOR_DRAW)."""
+    return np.random.default_rng([seed, PRIOR_DRAW]).standard_normal((count, latent_dim))
+
+
+def manifold_axis(size: int, low: float = 0.05, high: float = 0.95) -> np.ndarray:
+    """`size` latent values at evenly spaced quantiles of N(0, 1) from `low` to `high` (Kingma
+    & Welling's manifold: the inverse CDF of a uniform grid)."""
+    if size < 2:
+        raise ValueError(f"a manifold needs at least 2 values per axis, got {size}")
+    normal = statistics.NormalDist()
+    return np.array([normal.inv_cdf(q) for q in np.linspace(low, high, size)])
+
+
+def manifold_codes(values: np.ndarray) -> np.ndarray:
+    """The 2-D codes of the grid values x values, row by row: row r holds z2 = values[-1 - r]
+    (top row highest, as on a plot's y axis), column c holds z1 = values[c]."""
+    z1, z2 = np.meshgrid(values, values[::-1])
+    return np.stack([z1.ravel(), z2.ravel()], axis=1)
+
+
+def interpolate(start: np.ndarray, end: np.ndarray, steps: int) -> np.ndarray:
+    """`steps` codes on the straight line from `start` to `end`, both included."""
+    if steps < 2:
+        raise ValueError(f"an interpolation needs at least 2 steps, got {steps}")
+    weights = np.linspace(0.0, 1.0, steps)[:, None]
+    return (1.0 - weights) * np.asarray(start)[None] + weights * np.asarray(end)[None]

@@ -18,8 +18,7 @@ def run(params: Params, workdir: Path, tracker: Tracker = NO_TRACKING, *, name: 
     stage = f"evaluate_vae@{name}"
     images = data.flat_images(data.to_unit_float(artifacts.MNIST.read(workdir)["x_test"]))
     binarized = params.train_vae.binarize == "dynamic"
-    if binarized:
-        images = vae.binarize(images, params.seed, vae.TEST_DRAW)
+    images = vae.test_images(images, binarized, params.seed)
     scores = vae.test_scores(
         files.encoder.read(workdir),
         files.decoder.read(workdir),
