@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -55,17 +54,10 @@ QUALITY = {"dense": 0.095, "conv": 0.100}  # val BCE targets of the time-to-qual
 
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
-    model_name = ""
-    if Path("/proc/cpuinfo").exists():  # Linux
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    model_name = line.split(":", 1)[1].strip()
-                    break
     from tensorflow.python.util import _pywrap_util_port as port
 
     return {
-        "cpu": model_name or platform.processor(),
+        "cpu": training.cpu_model(),
         "cores": baselines.usable_cores(),
         "gpus": [device.name for device in tf.config.list_physical_devices("GPU")],
         "tensorflow": tf.__version__,

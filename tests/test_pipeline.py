@@ -19,7 +19,7 @@ import psycopg
 import pytest
 import yaml
 
-from mnist_ae import artifacts
+from mnist_ae import artifacts, training
 from mnist_ae.artifacts import VAE_NAMES
 from mnist_ae.config import flatten
 from mnist_ae.tracking.links import runs_url
@@ -115,6 +115,11 @@ def test_mlflow_holds_one_complete_run(pipeline: Pipeline) -> None:
     assert len(client.get_metric_history(run.info.run_id, "vae_likelihood.val_kl")) == 1
     head = pipeline.run("git", "rev-parse", "HEAD").stdout.strip()
     assert run.data.tags["git.commit"] == head
+    # Each trained model's wall time and CPU, tags of the run that trained it.
+    for prefix in ("dense", "conv", *(f"vae_{name}" for name in artifacts.VAE)):
+        assert float(run.data.tags[f"{prefix}.train_seconds"]) > 0, prefix
+        assert run.data.tags[f"{prefix}.train_epochs_timed"] == "1", prefix
+        assert run.data.tags[f"{prefix}.train_cpu"] == training.cpu_model(), prefix
     assert run.data.tags["pipeline.stages_run"] == ",".join(STAGES[1:])  # check_params logs nothing
     figures = {item.path for item in client.list_artifacts(run.info.run_id, "figures")}
     assert figures == {png.path for png in artifacts.FIGURES.values()}

@@ -34,6 +34,26 @@ def _evaluation() -> dict:
     }
 
 
+def _vae(binarized: bool = True) -> dict:
+    scores = {
+        "nll": 92.279,
+        "negative_elbo": 97.878,
+        "reconstruction": 74.714,
+        "kl": 23.164,
+        "importance_samples": 1000,
+        "active_units": 16,
+        "latent_dim": 50,
+        "binarized": binarized,
+    }
+    return {
+        "manifold": {
+            "summary": {"epochs_run": 20},
+            "evaluation": {**scores, "nll": 152.467, "latent_dim": 2, "active_units": 2},
+        },
+        "likelihood": {"summary": {"epochs_run": 1200}, "evaluation": scores},
+    }
+
+
 def _values() -> dict[str, object]:
     params = load_params(REPO / "params.yaml")
     return {key: lookup(params, key) for key in report.KEY_PARAMS}
@@ -41,7 +61,7 @@ def _values() -> dict[str, object]:
 
 def test_markdown_links_every_figure_and_reports_goals() -> None:
     links = {"noisy_digits": "../figures/noisy_digits.png", "latent_space": "../x/latent.png"}
-    text = report.markdown_report(_values(), _evaluation(), links)
+    text = report.markdown_report(_values(), _evaluation(), _vae(), links)
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert linked == ["../figures/noisy_digits.png", "../x/latent.png"]
     assert "| `train_dense.encoding_dim` | 32 |" in text
@@ -51,9 +71,30 @@ def test_markdown_links_every_figure_and_reports_goals() -> None:
         assert f"| {method} |" in text
 
 
+def test_the_vaes_stand_beside_the_published_reference_with_what_their_numbers_mean() -> None:
+    text = report.markdown_report(_values(), _evaluation(), _vae(), {})
+    table = text[text.index("## Variational autoencoders") :]
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert rows[1:] == [
+        "| Burda et al. 2015, Table 1: VAE, 1 stochastic layer | 784-200-200-50 (tanh) | 3,280 "
+        "| 5000 | 86.76 |  |  |  |  |",
+        "| this run: manifold | 784-256-2 | 20 | 1000 | 152.47 | 97.88 | 74.71 | 23.16 | 2 of 2 |",
+        "| this run: likelihood | 784-200-200-50 (tanh) | 1,200 | 1000 | 92.28 | 97.88 | 74.71 "
+        "| 23.16 | 16 of 50 |",
+    ]
+    assert "numbers are log-likelihoods, comparable with it" in table
+    assert "MLflow tag `vae_<name>.train_seconds`" in table
+    grey = report.markdown_report(_values(), _evaluation(), _vae(binarized=False), {})
+    assert "are NOT comparable with the reference" in grey
+    assert "comparable with it" not in grey
+    page = report.html_report(_values(), _evaluation(), _vae(), {})
+    assert "<td>this run: likelihood</td>" in page and "<td>86.76</td>" in page
+    assert "<code>vae_&lt;name&gt;.train_seconds</code>" in page
+
+
 def test_html_embeds_every_figure_and_needs_no_other_file() -> None:
     figures = {"noisy_digits": b"\x89PNG fake \x00", "latent_space": b"\x89PNG fake \x01"}
-    page = report.html_report(_values(), _evaluation(), figures)
+    page = report.html_report(_values(), _evaluation(), _vae(), figures)
     embedded = re.findall(r"src='data:image/png;base64,([^']+)'", page)
     assert embedded == ["iVBORyBmYWtlIAA=", "iVBORyBmYWtlIAE="]  # base64 of the bytes above
     assert "<td><code>noise.noise_factor</code></td><td>0.5</td>" in page

@@ -27,7 +27,116 @@ KEY_PARAMS = [
     "train_conv.batch_size",
     "train_conv.early_stopping_patience",
     "baselines.tuning_samples",
+    "train_vae.binarize",
+    "train_vae.models.manifold.hidden",
+    "train_vae.models.manifold.epochs",
+    "train_vae.models.likelihood.hidden",
+    "train_vae.models.likelihood.latent_dim",
+    "train_vae.models.likelihood.activation",
+    "train_vae.models.likelihood.epochs",
+    "evaluate_vae.importance_samples",
 ]
+
+# The published number the likelihood VAE is put beside: Burda, Grosse & Salakhutdinov (2015),
+# "Importance Weighted Autoencoders", Table 1, MNIST, VAE with one stochastic layer (k = 1).
+REFERENCE_VAE = {
+    "model": "Burda et al. 2015, Table 1: VAE, 1 stochastic layer",
+    "architecture": "784-200-200-50 (tanh)",
+    "epochs": "3,280",
+    "k": "5000",
+    "nll": "86.76",
+}
+VAE_COLUMNS = [
+    "model",
+    "architecture",
+    "epochs",
+    "k",
+    "test NLL",
+    "test −ELBO",
+    "reconstruction",
+    "KL",
+    "active units",
+]
+
+
+def _architecture(values: Mapping[str, Any], name: str, latent_dim: int) -> str:
+    """784-hidden...-latent of VAE configuration `name`, from the printed params."""
+    hidden = values[f"train_vae.models.{name}.hidden"]
+    activation = values.get(f"train_vae.models.{name}.activation")
+    layers = "-".join(str(size) for size in [784, *hidden, latent_dim])
+    return f"{layers} ({activation})" if activation else layers
+
+
+def _vae_table(
+    values: Mapping[str, Any], vae: Mapping[str, Mapping[str, Mapping[str, Any]]]
+) -> tuple[str, list[str], list[list[str]]]:
+    """The reference beside this run's VAEs: `vae` maps each configuration to its training
+    summary and test scores (`summary`, `evaluation`: metrics/train_vae_<name>.json and
+    metrics/vae_<name>.json)."""
+    reference = REFERENCE_VAE
+    rows = [
+        [
+            reference["model"],
+            reference["architecture"],
+            reference["epochs"],
+            reference["k"],
+            reference["nll"],
+            "",
+            "",
+            "",
+            "",
+        ]
+    ]
+    for name, files in vae.items():
+        scores, summary = files["evaluation"], files["summary"]
+        rows.append(
+            [
+                f"this run: {name}",
+                _architecture(values, name, scores["latent_dim"]),
+                f"{summary['epochs_run']:,}",
+                str(scores["importance_samples"]),
+                f"{scores['nll']:.2f}",
+                f"{scores['negative_elbo']:.2f}",
+                f"{scores['reconstruction']:.2f}",
+                f"{scores['kl']:.2f}",
+                f"{scores['active_units']} of {scores['latent_dim']}",
+            ]
+        )
+    return (
+        "Variational autoencoders against the literature (nats per test image)",
+        VAE_COLUMNS,
+        rows,
+    )
+
+
+def _vae_notes(vae: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:
+    """What the VAE numbers mean, and where the training times are."""
+    notes = [
+        "Test NLL: −log p(x), estimated by importance sampling with k samples of q(z|x) (the "
+        "IWAE bound: an upper bound on the NLL that tightens as k grows). −ELBO = "
+        "reconstruction (−log p(x|z), over the same k codes) + KL(q(z|x) ‖ p(z)). A latent "
+        "dimension is active when its posterior mean varies over the test images by more "
+        "than 0.01.",
+    ]
+    if all(files["evaluation"]["binarized"] for files in vae.values()):
+        notes.append(
+            "Trained on dynamically binarised images, scored on the test images binarised "
+            "once with the seed, as the reference: the numbers are log-likelihoods, "
+            "comparable with it (a larger k gives a slightly lower, tighter estimate; the "
+            "reference used k = 5000)."
+        )
+    else:
+        notes.append(
+            "Trained and scored on grey images (`train_vae.binarize: none`): the "
+            '"reconstruction" is a cross-entropy, not a log-likelihood, and these numbers '
+            "are NOT comparable with the reference."
+        )
+    notes.append(
+        "Training wall time is not printed here (the report's bytes do not depend on the "
+        "machine): it is the MLflow tag `vae_<name>.train_seconds` of the run that trained "
+        "the model, beside `vae_<name>.train_cpu`; docs/benchmarks.md has measured times."
+    )
+    return notes
 
 
 def _tables(evaluation: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -97,19 +206,27 @@ def _inline_code(escaped: str) -> str:
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
 
 
+VaeResults = Mapping[str, Mapping[str, Mapping[str, Any]]]
+
+
 def markdown_report(
-    values: Mapping[str, Any], evaluation: Mapping[str, Any], figures: Mapping[str, str]
+    values: Mapping[str, Any],
+    evaluation: Mapping[str, Any],
+    vae: VaeResults,
+    figures: Mapping[str, str],
 ) -> str:
-    """The report as Markdown. `values` holds KEY_PARAMS' values; `figures` maps each figure's
-    name to its link, relative to the report's directory."""
+    """The report as Markdown. `values` holds KEY_PARAMS' values; `vae` each VAE's summary and
+    scores (see _vae_table); `figures` maps each figure's name to its link, relative to the
+    report's directory."""
     lines = ["# Run report: MNIST autoencoders", "", "## Params", ""]
     lines += ["| param | value |", "|---|---|"]
     lines += [f"| `{key}` | {values[key]} |" for key in KEY_PARAMS]
     lines += ["", "## Goals", ""] + [f"- {goal}" for goal in _goals(evaluation)]
-    for title, header, rows in _tables(evaluation):
+    for title, header, rows in [*_tables(evaluation), _vae_table(values, vae)]:
         lines += ["", f"## {title}", "", "| " + " | ".join(header) + " |"]
         lines += ["|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += [""] + [f"- {note}" for note in _vae_notes(vae)]
     lines += ["", "## Figures", ""]
     for name, link in figures.items():
         lines += [f"### {name.replace('_', ' ')}", "", f"![{name}]({link})", ""]
@@ -118,7 +235,10 @@ def markdown_report(
 
 
 def html_report(
-    values: Mapping[str, Any], evaluation: Mapping[str, Any], figures: Mapping[str, bytes]
+    values: Mapping[str, Any],
+    evaluation: Mapping[str, Any],
+    vae: VaeResults,
+    figures: Mapping[str, bytes],
 ) -> str:
     """The report as one HTML file with every figure (PNG bytes by name) embedded: it opens
     offline, with no other file."""
@@ -140,13 +260,15 @@ def html_report(
     parts += ["</table><h2>Goals</h2><ul>"]
     parts += [f"<li>{escape(goal)}</li>" for goal in _goals(evaluation)]
     parts += ["</ul>"]
-    for title, header, rows in _tables(evaluation):
+    for title, header, rows in [*_tables(evaluation), _vae_table(values, vae)]:
         parts += [f"<h2>{escape(title)}</h2><table><tr>"]
         parts += [f"<th>{escape(cell)}</th>" for cell in header]
         parts += ["</tr>"]
         for row in rows:
             parts += ["<tr>", *[f"<td>{escape(cell)}</td>" for cell in row], "</tr>"]
         parts += ["</table>"]
+    parts += ["<ul>", *[f"<li>{_inline_code(escape(note))}</li>" for note in _vae_notes(vae)]]
+    parts += ["</ul>"]
     parts += ["<h2>Figures</h2>"]
     for name, png in figures.items():
         encoded = base64.b64encode(png).decode("ascii")

@@ -17,10 +17,14 @@ def run(params: Params, workdir: Path, tracker: Tracker = NO_TRACKING) -> None:
     the models this run trained (tracking.registry); end with where the run is in MLflow."""
     values = {key: lookup(params, key) for key in report.KEY_PARAMS}
     evaluation = artifacts.EVALUATION.read(workdir)
+    vae = {
+        name: {"summary": files.summary.read(workdir), "evaluation": files.evaluation.read(workdir)}
+        for name, files in artifacts.VAE.items()
+    }
     links = {name: f"../{png.path}" for name, png in artifacts.FIGURES.items()}
     images = {name: png.read_bytes(workdir) for name, png in artifacts.FIGURES.items()}
-    artifacts.REPORT_MARKDOWN.write(workdir, report.markdown_report(values, evaluation, links))
-    artifacts.REPORT_HTML.write(workdir, report.html_report(values, evaluation, images))
+    artifacts.REPORT_MARKDOWN.write(workdir, report.markdown_report(values, evaluation, vae, links))
+    artifacts.REPORT_HTML.write(workdir, report.html_report(values, evaluation, vae, images))
     tracker.log_stage("report")
     tracker.complete_row()
     register_tracked_models(tracker, evaluation)

@@ -3,6 +3,7 @@ stage (and so by the benchmark)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ def train_and_save(
     model = build()
     checkpoint = Path(workdir) / training.CHECKPOINT_DIR / f"{stage}.npz"
     inputs, targets = data
+    started = time.monotonic()
     result = training.fit(
         model,
         inputs,
@@ -65,6 +67,7 @@ def train_and_save(
         ),
         callbacks=[*tracker.epoch_callbacks(stage), *callbacks],
     )
+    tracker.log_training_time(stage, time.monotonic() - started, result)
     exported = export(model)
     for artifact, saved, _ in exported.values():
         artifact.write(workdir, saved)

@@ -135,6 +135,9 @@ class Tracker:
     def log_model(self, name: str, model: Any, sample: np.ndarray) -> None:
         """Log a trained Keras model."""
 
+    def log_training_time(self, stage: str, seconds: float, result: Any) -> None:
+        """Record how long the stage's training (a training.FitResult) took here."""
+
     def log_stage(self, stage: str) -> None:
         """Log the stage's part of the row from the files it wrote."""
 
@@ -189,6 +192,26 @@ class LiveTracker(Tracker):
             log_history({name: values[:resumed] for name, values in history.items()}, curves.prefix)
             with held_signals():
                 mlflow.set_tag(f"{curves.prefix}.resumed_after_epoch", str(resumed))
+
+    def log_training_time(self, stage: str, seconds: float, result: Any) -> None:
+        """Tags, not metrics: a wall time belongs to the run that trained, on its machine (a
+        metric would make the row depend on which stages ran, and nothing back-fills it).
+        `<prefix>.train_seconds` times the epochs this process ran (not those resumed)."""
+        from mnist_ae.training import cpu_model
+
+        curves = ROW[stage].curves
+        if curves is None:
+            raise ValueError(f"stage '{stage}' has no curves in the MLflow row")
+        with held_signals():
+            mlflow.set_tags(
+                {
+                    f"{curves.prefix}.train_seconds": f"{seconds:.1f}",
+                    f"{curves.prefix}.train_epochs_timed": str(
+                        result.epochs_run - result.resumed_epochs
+                    ),
+                    f"{curves.prefix}.train_cpu": cpu_model(),
+                }
+            )
 
     @held_signals()
     def log_model(self, name: str, model: Any, sample: np.ndarray) -> None:
