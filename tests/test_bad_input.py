@@ -48,6 +48,10 @@ BAD_VALUES: dict[str, Bad] = {
     "tracking.registry.models.conv_denoiser.metric": Bad(1, "accuracy"),
     "tracking.registry.models.dense_autoencoder.name": Bad(None, ""),
     "tracking.registry.models.dense_autoencoder.metric": Bad(["bce"], "ssim"),  # not evaluated
+    "tracking.registry.models.vae_likelihood_encoder.name": Bad(1.5, "a name"),
+    "tracking.registry.models.vae_likelihood_encoder.metric": Bad(True, "psnr"),
+    "tracking.registry.models.vae_likelihood_decoder.name": Bad([], "x" * 201),
+    "tracking.registry.models.vae_likelihood_decoder.metric": Bad(None, "active_units"),
     "prepare.source": Bad(1, "internet"),
     "prepare.idx_dir": Bad(7, ""),  # "" is out of range only with source: idx (CONTEXT)
     "prepare.train_samples": Bad("all", 0),

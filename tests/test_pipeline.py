@@ -151,6 +151,8 @@ def test_mlflow_holds_one_complete_run(pipeline: Pipeline) -> None:
     for model, name in (
         ("conv_denoiser", "mnist-conv-denoiser"),
         ("dense_autoencoder", "mnist-dense-autoencoder"),
+        ("vae_likelihood_encoder", "mnist-vae-encoder"),
+        ("vae_likelihood_decoder", "mnist-vae-decoder"),
     ):
         champion = client.get_model_version_by_alias(name, "champion")
         assert int(champion.version) == 1 and champion.run_id == run.info.run_id
@@ -160,6 +162,10 @@ def test_mlflow_holds_one_complete_run(pipeline: Pipeline) -> None:
     denoising = evaluation["denoising"]["conv_denoiser"]
     champion = client.get_model_version_by_alias("mnist-conv-denoiser", "champion")
     assert float(champion.tags["test.psnr"]) == denoising["psnr"]
+    vae_scores = json.loads(artifacts.VAE["likelihood"].evaluation.at(pipeline.root).read_text())
+    champion = client.get_model_version_by_alias("mnist-vae-decoder", "champion")
+    assert float(champion.tags["test.nll"]) == vae_scores["nll"]
+    assert champion.tags["test_data.sha256"] == vae_scores["test_data_sha256"]
     # Nothing MLflow-specific leaks into DVC outputs.
     for name in (
         artifacts.EVALUATION.path,
@@ -319,7 +325,12 @@ def test_changing_a_figures_param_reruns_only_figures_and_logs_a_complete_row(
         assert key in latest.data.metrics, key
     assert latest.data.metrics["data.train_samples"] == 400
     client = pipeline.client()
-    for name in ("mnist-conv-denoiser", "mnist-dense-autoencoder"):  # nothing was retrained
+    for name in (  # nothing was retrained
+        "mnist-conv-denoiser",
+        "mnist-dense-autoencoder",
+        "mnist-vae-encoder",
+        "mnist-vae-decoder",
+    ):
         assert len(client.search_model_versions(f"name='{name}'")) == 1, name
     assert not any(key.startswith("registry.") for key in latest.data.tags)
     history = client.get_metric_history(latest.info.run_id, "conv.val_loss")

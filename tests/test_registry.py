@@ -16,7 +16,7 @@ import yaml
 
 from mnist_ae import tracking
 from mnist_ae.config import Params, parse_params
-from mnist_ae.evaluation import arrays_sha256
+from mnist_ae.data import arrays_sha256
 from mnist_ae.tracking.registry import DECISION_TAG, TEST_DATA_TAG, register_tracked_models
 from mnist_ae.tracking.store import global_tracking_uri
 
@@ -49,6 +49,27 @@ def _evaluation(psnr: float, bce: float, test_data: dict[str, str] = SAME_DATA) 
         "test_samples": 100,
         "test_data": test_data,
     }
+
+
+VAE_ENCODER, VAE_DECODER = "mnist-vae-encoder", "mnist-vae-decoder"
+VAE_MODELS = ("vae_likelihood_encoder", "vae_likelihood_decoder")
+
+
+def _with_vae(evaluation: dict[str, Any], nll: float, test_data: str = "b" * 64) -> dict[str, Any]:
+    """What the report stage registers from: evaluation.json and each VAE's test scores."""
+    scores = {
+        "nll": nll,
+        "negative_elbo": nll + 5.0,
+        "reconstruction": nll - 20.0,
+        "kl": 25.0,
+        "active_units": 17,
+        "latent_dim": 50,
+        "importance_samples": 1000,
+        "test_samples": 10_000,
+        "binarized": True,
+        "test_data_sha256": test_data,
+    }
+    return {**evaluation, "vae": {"likelihood": scores, "manifold": {**scores, "nll": 150.0}}}
 
 
 def _tiny_model(inputs: int) -> keras.Model:
@@ -108,6 +129,38 @@ def test_three_runs_give_three_versions_and_the_best_is_champion(
     # The version is the model the run logged: it loads from the registry.
     loaded = mlflow.keras.load_model(f"models:/{CONV}@champion")
     assert loaded.output_shape == (None, 2)
+
+
+def test_the_likelihood_vae_is_registered_by_test_nll_lower_is_better(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    evaluation = _evaluation(psnr=19.0, bce=0.1)
+    first = _pipeline_run(store, monkeypatch, "vae", _with_vae(evaluation, 95.0), VAE_MODELS)
+    assert [(r.name, r.version, r.champion) for r in first] == [
+        (VAE_ENCODER, 1, True),
+        (VAE_DECODER, 1, True),
+    ]
+    better = _pipeline_run(
+        store, monkeypatch, "more-epochs", _with_vae(evaluation, 91.5), VAE_MODELS
+    )
+    assert [r.champion for r in better] == [True, True]
+    assert better[1].decision == f"{VAE_DECODER} v2: now champion (nll 91.5 beats champion v1's 95)"
+    worse = _pipeline_run(store, monkeypatch, "fewer", _with_vae(evaluation, 93.0), VAE_MODELS)
+    assert [r.champion for r in worse] == [False, False]
+    # Another test binarisation (another seed): not compared, whatever the number.
+    other = _with_vae(evaluation, 80.0, test_data="c" * 64)
+    elsewhere = _pipeline_run(store, monkeypatch, "other-seed", other, VAE_MODELS)
+    assert [r.champion for r in elsewhere] == [False, False]
+    assert "measured on other test data" in elsewhere[0].decision
+    client = mlflow.MlflowClient()
+    for name in (VAE_ENCODER, VAE_DECODER):
+        assert _champion(name) == 2
+    version = client.get_model_version(VAE_DECODER, "2")
+    assert float(version.tags["test.nll"]) == 91.5
+    assert int(float(version.tags["test.active_units"])) == 17
+    assert version.tags[TEST_DATA_TAG] == "b" * 64
+    assert version.tags["test.samples"] == "10000"
+    assert not client.search_model_versions(f"name='{CONV}'")  # it did not train the others
 
 
 def test_a_run_that_trained_nothing_registers_nothing(
@@ -180,6 +233,8 @@ def test_the_policy_comes_from_params(store: Path, monkeypatch: pytest.MonkeyPat
         models={
             "conv_denoiser": {"name": "my-denoiser", "metric": "ssim"},
             "dense_autoencoder": None,
+            "vae_likelihood_encoder": None,
+            "vae_likelihood_decoder": None,
         },
     )
     evaluation = _evaluation(19.0, 0.1)

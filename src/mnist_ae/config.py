@@ -38,6 +38,10 @@ Optimizer = Literal["adam", "adamw", "rmsprop", "sgd", "adadelta", "adagrad", "n
 REGISTRABLE = {
     "conv_denoiser": "denoising.conv_denoiser",
     "dense_autoencoder": "reconstruction.dense_autoencoder",
+    # The likelihood VAE's two halves, scored by metrics/vae_likelihood.json: the decoder is
+    # the generative model (codes from the prior -> pixel logits), the encoder its posterior.
+    "vae_likelihood_encoder": "vae.likelihood",
+    "vae_likelihood_decoder": "vae.likelihood",
 }
 # Higher is better for these metrics; lower for the others.
 HIGHER_IS_BETTER = frozenset({"psnr", "ssim"})
@@ -58,14 +62,24 @@ class AutoencoderRule(_Section):
     metric: Literal["bce", "mse", "psnr"]
 
 
+class VaeRule(_Section):
+    """How a half of the likelihood VAE is registered, and which test score (nats per image,
+    lower is better) decides its champion."""
+
+    name: RegisteredName
+    metric: Literal["nll", "negative_elbo"]
+
+
 class RegisteredModels(_Section):
     """Each model the pipeline may register; null: not registered."""
 
     conv_denoiser: DenoiserRule | None
     dense_autoencoder: AutoencoderRule | None
+    vae_likelihood_encoder: VaeRule | None
+    vae_likelihood_decoder: VaeRule | None
 
 
-ChampionRule = DenoiserRule | AutoencoderRule
+ChampionRule = DenoiserRule | AutoencoderRule | VaeRule
 
 
 class RegistryParams(_Section):

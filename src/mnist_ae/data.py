@@ -272,3 +272,12 @@ def flat_images(images: np.ndarray) -> np.ndarray:
 def channel_images(images: np.ndarray) -> np.ndarray:
     """(N, 28, 28) floats -> (N, 28, 28, 1), the conv denoiser's input."""
     return images.reshape(len(images), 28, 28, 1)
+
+
+def arrays_sha256(*arrays: np.ndarray) -> str:
+    """SHA-256 of arrays' dtypes, shapes and values, in order."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()

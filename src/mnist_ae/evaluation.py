@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from mnist_ae.baselines import PcaModel, denoise
-from mnist_ae.data import channel_images, flat_images
+from mnist_ae.data import arrays_sha256, channel_images, flat_images
 from mnist_ae.metrics import (
     binary_crossentropy,
     image_quality,
@@ -94,12 +93,3 @@ def evaluate(
             "denoising_sha256": arrays_sha256(clean, noisy),
         },
     }
-
-
-def arrays_sha256(*arrays: np.ndarray) -> str:
-    """SHA-256 of arrays' dtypes, shapes and values, in order."""
-    digest = hashlib.sha256()
-    for array in arrays:
-        digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()

@@ -27,7 +27,9 @@ def run(params: Params, workdir: Path, tracker: Tracker = NO_TRACKING, *, name: 
         params.seed,
         params.evaluate_vae.batch_size,
     )
-    files.evaluation.write(workdir, {**scores, "binarized": binarized})
+    # What the scores were measured on: the Model Registry compares versions only on the same.
+    digest = data.arrays_sha256(images)
+    files.evaluation.write(workdir, {**scores, "binarized": binarized, "test_data_sha256": digest})
     tracker.log_stage(stage)
 
 

@@ -27,5 +27,6 @@ def run(params: Params, workdir: Path, tracker: Tracker = NO_TRACKING) -> None:
     artifacts.REPORT_HTML.write(workdir, report.html_report(values, evaluation, vae, images))
     tracker.log_stage("report")
     tracker.complete_row()
-    register_tracked_models(tracker, evaluation)
+    scores = {name: files["evaluation"] for name, files in vae.items()}
+    register_tracked_models(tracker, {**evaluation, "vae": scores})
     announce_run(tracker)  # where to see it, near the end of what `dvc repro` prints

@@ -48,11 +48,21 @@ class Registered:
     decision: str  # one line, both numbers
 
 
-def test_metrics(model: str, evaluation: Mapping[str, Any]) -> tuple[dict[str, float], str]:
-    """A model's test metrics from metrics/evaluation.json, and the test data's digest."""
+# The test scores of a VAE copied onto its versions (nats per image; active units a count).
+VAE_TEST_METRICS = ("nll", "negative_elbo", "reconstruction", "kl", "active_units")
+
+
+def test_metrics(model: str, results: Mapping[str, Any]) -> tuple[dict[str, float], str, int]:
+    """A model's test metrics, the digest of the test data they were measured on, and its
+    size. `results` is metrics/evaluation.json with, under "vae", each VAE configuration's
+    metrics/vae_<name>.json."""
     kind, key = REGISTRABLE[model].split(".")
-    numbers = {name: float(value) for name, value in evaluation[kind][key].items()}
-    return numbers, evaluation["test_data"][f"{kind}_sha256"]
+    if kind == "vae":
+        scores = results["vae"][key]
+        numbers = {name: float(scores[name]) for name in VAE_TEST_METRICS}
+        return numbers, scores["test_data_sha256"], int(scores["test_samples"])
+    numbers = {name: float(value) for name, value in results[kind][key].items()}
+    return numbers, results["test_data"][f"{kind}_sha256"], int(results["test_samples"])
 
 
 def _better(rule: ChampionRule, ours: float, theirs: float) -> bool:
@@ -122,10 +132,10 @@ def register_run_models(
     for model, rule in policy.rules().items():
         if model not in trained:
             continue  # not trained by this invocation: DVC skipped its stage
-        numbers, test_data = test_metrics(model, evaluation)
+        numbers, test_data, samples = test_metrics(model, evaluation)
         tags = {key: run.data.tags[key] for key in RUN_TAGS if key in run.data.tags}
         tags |= {f"test.{metric}": repr(value) for metric, value in numbers.items()}
-        tags |= {TEST_DATA_TAG: test_data, "test.samples": str(evaluation["test_samples"])}
+        tags |= {TEST_DATA_TAG: test_data, "test.samples": str(samples)}
         # SQLite: one process at a time from here to the alias (parallel queued experiments).
         # A server has no such lock: two runs finishing in the same second may both compare
         # with the same holder (docs/design.md).
