@@ -46,9 +46,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from mnist_ae import artifacts, baselines, config, data, models, training  # noqa: E402
-from mnist_ae.pipeline import train_conv, train_dense  # noqa: E402
+from mnist_ae import artifacts, baselines, config, data, models, training, vae  # noqa: E402
+from mnist_ae.pipeline import train_conv, train_dense, train_vae  # noqa: E402
+from mnist_ae.tracking.row import cpu_model  # noqa: E402
 
+KINDS = ("dense", "conv", "vae")  # vae: the likelihood configuration (train_vae.models)
 QUALITY = {"dense": 0.095, "conv": 0.100}  # val BCE targets of the time-to-quality runs
 
 
@@ -57,7 +59,7 @@ def machine() -> dict[str, Any]:
     from tensorflow.python.util import _pywrap_util_port as port
 
     return {
-        "cpu": training.cpu_model(),
+        "cpu": cpu_model(),
         "cores": baselines.usable_cores(),
         "gpus": [device.name for device in tf.config.list_physical_devices("GPU")],
         "tensorflow": tf.__version__,
@@ -89,7 +91,9 @@ def forward_flops(model: keras.Model) -> int:
     and upsampling are negligible)."""
     total = 0
     for layer in model.layers:
-        if isinstance(layer, keras.layers.Dense):
+        if isinstance(layer, keras.Model):  # a VAE's encoder and decoder
+            total += forward_flops(layer)
+        elif isinstance(layer, keras.layers.Dense):
             total += 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
         elif isinstance(layer, keras.layers.Conv2D):
             height, width = layer.output.shape[1:3]
@@ -130,44 +134,67 @@ class _EpochClock(keras.callbacks.Callback):
 
 def _build(kind: str, params: config.Params, walkthrough: bool = False) -> keras.Model:
     """The model as its stage trains it, or (walkthrough) with the plain Keras layers."""
+    if kind == "vae":  # the same model either way: only the training loop differs
+        settings = params.train_vae.models.likelihood
+        return vae.build_vae(
+            settings.hidden,
+            settings.activation,
+            settings.latent_dim,
+            dynamic_binarization=params.train_vae.binarize == "dynamic",
+            seed=params.seed,
+        )
     if kind == "dense":
         return models.build_dense_autoencoder(params.train_dense.encoding_dim)[0]
     fuse = params.train_conv.fuse_last_upsampling and not walkthrough
     return models.build_conv_denoiser(params.train_conv.filters, fuse)
 
 
+def _section(kind: str, params: config.Params) -> Any:
+    if kind == "vae":
+        return params.train_vae.models.likelihood
+    return params.train_dense if kind == "dense" else params.train_conv
+
+
 def _settings(kind: str, params: config.Params) -> dict[str, Any]:
-    section = params.train_dense if kind == "dense" else params.train_conv
-    return section.fit_options()
+    return _section(kind, params).fit_options()
 
 
-STAGES = {"dense": train_dense, "conv": train_conv}
+def _overridden(kind: str, params: config.Params, overrides: dict[str, Any]) -> config.Params:
+    """params with the model's training section changed."""
+    changed = _section(kind, params).model_copy(update=overrides)
+    if kind == "vae":
+        models_section = params.train_vae.models.model_copy(update={"likelihood": changed})
+        section = params.train_vae.model_copy(update={"models": models_section})
+        return params.model_copy(update={"train_vae": section})
+    return params.model_copy(update={"train_dense" if kind == "dense" else "train_conv": changed})
+
+
+STAGES = {"dense": train_dense.run, "conv": train_conv.run, "vae": train_vae.runner("likelihood")}
 
 
 def project_fit(kind: str, params: config.Params, **overrides: Any) -> _EpochClock:
     """The pipeline's own training stage, exactly as `dvc repro` runs it (minus MLflow), in a
     scratch workdir that links the repository's data/; `overrides` change the stage's params
     (and `stop_at`, a val BCE at which to stop)."""
-    section = "train_dense" if kind == "dense" else "train_conv"
     clock = _EpochClock(overrides.pop("stop_at", None))
-    changed = getattr(params, section).model_copy(update=overrides)
-    params = params.model_copy(update={section: changed})
+    params = _overridden(kind, params, overrides)
     with tempfile.TemporaryDirectory() as scratch:
         (Path(scratch) / "data").symlink_to(ROOT / "data")
-        STAGES[kind].run(params, Path(scratch), callbacks=[clock])
+        STAGES[kind](params, Path(scratch), callbacks=[clock])
     return clock
 
 
 def walkthrough_fit(
     kind: str, params: config.Params, x: np.ndarray, y: np.ndarray, epochs: int
 ) -> _EpochClock:
-    """The walkthrough's recipe: compile, then fit on NumPy arrays with shuffle=True."""
+    """The walkthrough's recipe: compile, then fit on NumPy arrays with shuffle=True (the VAE
+    as keras.io's example trains one: its own train_step, no loss to compile)."""
     training.make_deterministic(params.seed)
     settings = _settings(kind, params)
     model = _build(kind, params, walkthrough=True)
     model.compile(
         optimizer=models.make_optimizer(settings["optimizer"], settings["learning_rate"]),
-        loss="binary_crossentropy",
+        loss=None if kind == "vae" else "binary_crossentropy",
     )
     (fit_x, fit_y), validation = training.split_validation(x, y, settings["validation_samples"])
     clock = _EpochClock()
@@ -184,8 +211,10 @@ def walkthrough_fit(
     return clock
 
 
-def load_pairs(kind: str) -> tuple[np.ndarray, np.ndarray]:
+def load_pairs(kind: str, params: config.Params) -> tuple[np.ndarray, np.ndarray]:
     """Full-MNIST training inputs and targets of one model, from the pipeline's data files."""
+    if kind == "vae":
+        return train_vae.training_data(params, ROOT)
     clean = data.to_unit_float(artifacts.MNIST.read(ROOT)["x_train"])
     if kind == "dense":
         flat = data.flat_images(clean)
@@ -198,7 +227,7 @@ def epoch_benchmark(
     kind: str, params: config.Params, repeats: int, epochs: int, peak: float
 ) -> dict[str, Any]:
     """Interleaved project vs walkthrough epoch times of one model."""
-    x, y = load_pairs(kind)
+    x, y = load_pairs(kind, params)
     samples = len(x) - _settings(kind, params)["validation_samples"]
     plain = _build(kind, params, walkthrough=True)  # the FLOPs of the plain layers
     flops_per_epoch = 3 * forward_flops(plain) * samples  # forward + backward
@@ -279,8 +308,7 @@ def table(report: dict[str, Any]) -> str:
         "| model | variant | s/epoch (median) | CPU s/epoch | samples/s | GFLOP/s | % of peak |",
         "|---|---|---|---|---|---|---|",
     ]
-    for kind in ("dense", "conv"):
-        result = report["epochs"][kind]
+    for kind, result in report["epochs"].items():
         for variant in ("walkthrough", "project"):
             row = result[variant]
             lines.append(
@@ -318,6 +346,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved measurements each")
     parser.add_argument("--epochs", type=int, default=1, help="timed epochs per measurement")
     parser.add_argument("--no-pipeline", action="store_true", help="skip the dvc repro part")
+    parser.add_argument(
+        "--models", nargs="+", choices=KINDS, default=list(KINDS), help="models to time"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/bench.json")
     arguments = parser.parse_args()
     os.chdir(ROOT)
@@ -332,13 +363,13 @@ def main() -> int:
     rates = sgemm_gflops()
     report["sgemm_gflops"] = {**rates, "peak": max(rates.values())}
     report["epochs"] = {}
-    for kind in ("dense", "conv"):
+    for kind in arguments.models:
         print(f"epoch times, {kind} ...", flush=True)
         report["epochs"][kind] = epoch_benchmark(
             kind, params, arguments.repeats, arguments.epochs, report["sgemm_gflops"]["peak"]
         )
     report["time_to_quality"] = {}
-    for kind in ("dense", "conv"):
+    for kind in (kind for kind in arguments.models if kind in QUALITY):
         print(f"time to quality, {kind} ...", flush=True)
         report["time_to_quality"][kind] = time_to_quality(kind, params)
     if not arguments.no_pipeline:

@@ -19,10 +19,11 @@ import psycopg
 import pytest
 import yaml
 
-from mnist_ae import artifacts, training
+from mnist_ae import artifacts
 from mnist_ae.artifacts import VAE_NAMES
 from mnist_ae.config import flatten
 from mnist_ae.tracking.links import runs_url
+from mnist_ae.tracking.row import cpu_model
 from mnist_ae.tracking.row import numeric_metrics as numeric_scores
 from pipeline_repo import OUTPUTS, SECRETS, STAGES, TEAM_USER, Pipeline, TeamServer
 
@@ -119,7 +120,7 @@ def test_mlflow_holds_one_complete_run(pipeline: Pipeline) -> None:
     for prefix in ("dense", "conv", *(f"vae_{name}" for name in artifacts.VAE)):
         assert float(run.data.tags[f"{prefix}.train_seconds"]) > 0, prefix
         assert run.data.tags[f"{prefix}.train_epochs_timed"] == "1", prefix
-        assert run.data.tags[f"{prefix}.train_cpu"] == training.cpu_model(), prefix
+        assert run.data.tags[f"{prefix}.train_cpu"] == cpu_model(), prefix
     assert run.data.tags["pipeline.stages_run"] == ",".join(STAGES[1:])  # check_params logs nothing
     figures = {item.path for item in client.list_artifacts(run.info.run_id, "figures")}
     assert figures == {png.path for png in artifacts.FIGURES.values()}

@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import math
-import platform
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,17 +68,6 @@ class FitResult:
             # Training loss of the weights kept (the best epoch's, not the last one's).
             "best_epoch_loss": self.history["loss"][self.best_epoch - 1],
         }
-
-
-def cpu_model() -> str:
-    """The processor's name (Linux: /proc/cpuinfo's "model name"), to say where a time was
-    measured."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def split_validation(

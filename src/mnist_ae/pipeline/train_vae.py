@@ -7,11 +7,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from mnist_ae import artifacts, data, training, vae
 from mnist_ae.config import Params
 from mnist_ae.pipeline.train import Exported, train_and_save
 from mnist_ae.tracking import NO_TRACKING, Tracker
+
+
+def training_data(params: Params, workdir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets) of fit: the grey training images, and the images validation scores
+    (binarised once with the seed under `binarize: dynamic`, else the grey ones)."""
+    images = data.flat_images(data.to_unit_float(artifacts.MNIST.read(workdir)["x_train"]))
+    if params.train_vae.binarize == "dynamic":
+        return images, vae.binarize(images, params.seed, vae.TRAINING_DRAW)
+    return images, images
 
 
 def run(
@@ -32,11 +42,7 @@ def run(
     stage = f"train_vae@{name}"
     binarize = params.train_vae.binarize
     settings = getattr(params.train_vae.models, name)
-    images = data.flat_images(data.to_unit_float(artifacts.MNIST.read(workdir)["x_train"]))
-    if binarize == "dynamic":
-        targets = vae.binarize(images, params.seed, vae.TRAINING_DRAW)
-    else:
-        targets = images
+    images, targets = training_data(params, workdir)
 
     def build() -> keras.Model:
         return vae.build_vae(

@@ -13,6 +13,7 @@ MBs; the run that has it is linked from the row's `git.commit` and DVC experimen
 from __future__ import annotations
 
 import logging
+import platform
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -100,6 +101,17 @@ def numeric_metrics(payload: Mapping[str, Any], prefix: str = "") -> dict[str, f
         for key, value in flat.items()
         if isinstance(value, int | float) and not isinstance(value, bool)
     }
+
+
+def cpu_model() -> str:
+    """The processor's name (Linux: /proc/cpuinfo's "model name"), to say where a time was
+    measured."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
 
 
 @held_signals()
@@ -197,8 +209,6 @@ class LiveTracker(Tracker):
         """Tags, not metrics: a wall time belongs to the run that trained, on its machine (a
         metric would make the row depend on which stages ran, and nothing back-fills it).
         `<prefix>.train_seconds` times the epochs this process ran (not those resumed)."""
-        from mnist_ae.training import cpu_model
-
         curves = ROW[stage].curves
         if curves is None:
             raise ValueError(f"stage '{stage}' has no curves in the MLflow row")
