@@ -140,7 +140,7 @@ def _build(kind: str, params: config.Params, walkthrough: bool = False) -> keras
             settings.hidden,
             settings.activation,
             settings.latent_dim,
-            dynamic_binarization=params.train_vae.binarize == "dynamic",
+            dynamic_binarization=params.train_vae.binarized,
             seed=params.seed,
         )
     if kind == "dense":

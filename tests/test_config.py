@@ -92,6 +92,22 @@ def test_a_misspelt_key_of_an_optional_section_gets_a_suggestion(raw: dict[str, 
     )
 
 
+def test_the_vaes_halves_are_registered_together_by_one_metric(raw: dict[str, Any]) -> None:
+    models = raw["tracking"]["registry"]["models"]
+    halves = "must both be null or both set, with the same metric"
+    models["vae_likelihood_decoder"]["metric"] = "negative_elbo"
+    with pytest.raises(ParamsError, match=halves):
+        parse_params(raw)
+    models["vae_likelihood_decoder"] = None
+    with pytest.raises(ParamsError, match=halves):
+        parse_params(raw)
+    models["vae_likelihood_encoder"] = None
+    assert parse_params(raw).tracking.registry.rules().keys() == {
+        "conv_denoiser",
+        "dense_autoencoder",
+    }
+
+
 def test_idx_source_needs_a_directory(raw: dict[str, Any]) -> None:
     raw["prepare"]["source"] = "idx"
     with pytest.raises(ParamsError, match="idx_dir must be set"):

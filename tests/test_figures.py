@@ -251,7 +251,9 @@ def test_pipeline_figures_draws_every_figure_from_the_stub_models_and_metrics() 
     # logits are 0 everywhere but where its code's first coordinate says.
     manifold_encoder = _StubModel(lambda flat: (flat[:, :2] * [1, -1], np.zeros((len(flat), 2))))
     likelihood_encoder = _StubModel(lambda flat: (flat[:, :5], np.zeros((len(flat), 5))))
-    manifold_decoder = _StubModel(lambda codes: np.repeat(codes[:, :1], 784, axis=1))
+    manifold_decoder = _StubModel(
+        lambda codes: np.repeat(codes[:, :1] + 2 * codes[:, 1:2], 784, axis=1)
+    )
     likelihood_decoder = _StubModel(lambda codes: np.repeat(codes[:, :1], 784, axis=1))
     vae_inputs = figures.VaeFigureInputs(
         manifold_encoder=manifold_encoder,
@@ -329,7 +331,7 @@ def test_pipeline_figures_draws_every_figure_from_the_stub_models_and_metrics() 
     assert _legend(drawn["training_curves"].axes[1])[2] == "best epoch 1"
     assert _tick_labels(drawn["error_per_digit"].axes[0]) == ["0", "1"]
     # The VAEs: every image is a decoded mean, sigmoid(logits).
-    assert manifold_encoder.shapes == [(6, 784)]  # all test digits, for the scatter
+    assert manifold_encoder.shapes == [(4, 784)]  # the scatter's projection_samples
     assert likelihood_encoder.shapes == [(6, 784)]  # 3 pairs to interpolate
     assert manifold_decoder.shapes == [(16, 2), (3, 2)]  # the 4 x 4 manifold, 3 reconstructions
     assert likelihood_decoder.shapes == [(64, 5), (9, 5), (3, 5)]  # prior, 3 lines, 3 digits
@@ -339,8 +341,10 @@ def test_pipeline_figures_draws_every_figure_from_the_stub_models_and_metrics() 
     assert manifold.get_yticklabels()[0].get_text() == f"{-quantile_05:.2f}"
     tiled = manifold.images[0].get_array()
     assert tiled.shape == (4 * 28, 4 * 28)
-    assert tiled[0, 0] == pytest.approx(1 / (1 + np.exp(-quantile_05)))  # column 0: z1 = q(0.05)
-    assert tiled[0, 3 * 28] == pytest.approx(1 / (1 + np.exp(quantile_05)))  # z1 = q(0.95)
+    # The stub's logit is z1 + 2 z2. Top row: z2 = q(0.95); left column: z1 = q(0.05).
+    assert tiled[0, 0] == pytest.approx(1 / (1 + np.exp(quantile_05)))
+    assert tiled[0, 3 * 28] == pytest.approx(1 / (1 + np.exp(3 * quantile_05)))
+    assert tiled[3 * 28, 0] == pytest.approx(1 / (1 + np.exp(-3 * quantile_05)))  # bottom left
     codes = drawn["vae_codes"].axes[0]
     # The first projection_samples test digits; binarised digit 3 is all ones: code (1, -1).
     np.testing.assert_array_equal(codes.collections[0].get_offsets()[:, 1], [0, 0, 0, -1])

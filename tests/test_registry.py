@@ -55,7 +55,9 @@ VAE_ENCODER, VAE_DECODER = "mnist-vae-encoder", "mnist-vae-decoder"
 VAE_MODELS = ("vae_likelihood_encoder", "vae_likelihood_decoder")
 
 
-def _with_vae(evaluation: dict[str, Any], nll: float, test_data: str = "b" * 64) -> dict[str, Any]:
+def _with_vae(
+    evaluation: dict[str, Any], nll: float, test_data: str = "b" * 64, k: int = 1000
+) -> dict[str, Any]:
     """What the report stage registers from: evaluation.json and each VAE's test scores."""
     scores = {
         "nll": nll,
@@ -64,7 +66,7 @@ def _with_vae(evaluation: dict[str, Any], nll: float, test_data: str = "b" * 64)
         "kl": 25.0,
         "active_units": 17,
         "latent_dim": 50,
-        "importance_samples": 1000,
+        "importance_samples": k,
         "test_samples": 10_000,
         "binarized": True,
         "test_data_sha256": test_data,
@@ -152,13 +154,19 @@ def test_the_likelihood_vae_is_registered_by_test_nll_lower_is_better(
     elsewhere = _pipeline_run(store, monkeypatch, "other-seed", other, VAE_MODELS)
     assert [r.champion for r in elsewhere] == [False, False]
     assert "measured on other test data" in elsewhere[0].decision
+    # More importance samples lower the estimate: not compared with a k = 1000 champion.
+    tighter = _pipeline_run(
+        store, monkeypatch, "k5000", _with_vae(evaluation, 90.0, k=5000), VAE_MODELS
+    )
+    assert [r.champion for r in tighter] == [False, False]
+    assert "measured on other test data" in tighter[1].decision
     client = mlflow.MlflowClient()
     for name in (VAE_ENCODER, VAE_DECODER):
         assert _champion(name) == 2
     version = client.get_model_version(VAE_DECODER, "2")
     assert float(version.tags["test.nll"]) == 91.5
     assert int(float(version.tags["test.active_units"])) == 17
-    assert version.tags[TEST_DATA_TAG] == "b" * 64
+    assert version.tags[TEST_DATA_TAG] == "b" * 64 + " k=1000"
     assert version.tags["test.samples"] == "10000"
     assert not client.search_model_versions(f"name='{CONV}'")  # it did not train the others
 

@@ -232,6 +232,10 @@ def test_draws_of_one_seed_are_independent() -> None:
     test_draw = vae.binarize(images, 3, vae.TEST_DRAW)
     agreement = float(np.mean(training_draw == test_draw))
     assert 0.49 < agreement < 0.51  # independent fair coins agree half the time
+    # Not the noise sweep's streams either (SeedSequence([seed, level]), mnist_ae.analysis).
+    for draw in (vae.TRAINING_DRAW, vae.TEST_DRAW, vae.PRIOR_DRAW):
+        sweep = np.random.default_rng(np.random.SeedSequence([3, draw])).random(100)
+        assert not np.array_equal(vae._stream(3, draw).random(100), sweep)
 
 
 def test_the_test_images_are_one_fixed_draw_whatever_their_shape() -> None:

@@ -16,6 +16,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from mnist_ae import provenance
@@ -77,6 +78,20 @@ class RegisteredModels(_Section):
     dense_autoencoder: AutoencoderRule | None
     vae_likelihood_encoder: VaeRule | None
     vae_likelihood_decoder: VaeRule | None
+
+    @model_validator(mode="after")
+    def _vae_halves_together(self) -> RegisteredModels:
+        # One run's encoder and decoder fit together: registered by one rule, their champions
+        # move together.
+        encoder, decoder = self.vae_likelihood_encoder, self.vae_likelihood_decoder
+        if (encoder is None) != (decoder is None) or (
+            encoder is not None and decoder is not None and encoder.metric != decoder.metric
+        ):
+            raise ValueError(
+                "vae_likelihood_encoder and vae_likelihood_decoder must both be null or both "
+                "set, with the same metric"
+            )
+        return self
 
 
 ChampionRule = DenoiserRule | AutoencoderRule | VaeRule
@@ -227,6 +242,11 @@ class TrainVaeParams(_Section):
     # by cross-entropy, which is not a log-likelihood (not comparable with published NLLs).
     binarize: Literal["dynamic", "none"]
     models: VaeModels
+
+    @property
+    def binarized(self) -> bool:
+        """Whether the VAEs train (and are scored) on binary images."""
+        return self.binarize == "dynamic"
 
 
 class EvaluateVaeParams(_Section):

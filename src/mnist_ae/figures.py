@@ -316,7 +316,10 @@ def vae_figures(
     images = inputs.images
     shown = slice(0, n_digits)
     pairs = min(INTERPOLATED_PAIRS, len(images) // 2)
-    manifold_codes_of_tests = vae.posterior_means(inputs.manifold_encoder, images)
+    scatter = slice(0, min(scatter_samples, len(images)))
+    manifold_codes_of_tests = vae.posterior_means(
+        inputs.manifold_encoder, images[: max(scatter.stop, n_digits)]
+    )
     likelihood_codes = vae.posterior_means(
         inputs.likelihood_encoder, images[: max(n_digits, 2 * pairs)]
     )
@@ -347,7 +350,6 @@ def vae_figures(
     rows[f"VAE {latent_dim}-D"] = vae.decoded_means(
         inputs.likelihood_decoder, likelihood_codes[shown]
     )
-    scatter = slice(0, min(scatter_samples, len(images)))
     return {
         "vae_manifold": digit_mosaic(
             manifold.reshape(manifold_size, manifold_size, 28, 28),

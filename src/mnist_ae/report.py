@@ -29,6 +29,7 @@ KEY_PARAMS = [
     "baselines.tuning_samples",
     "train_vae.binarize",
     "train_vae.models.manifold.hidden",
+    "train_vae.models.manifold.activation",
     "train_vae.models.manifold.epochs",
     "train_vae.models.likelihood.hidden",
     "train_vae.models.likelihood.latent_dim",
@@ -62,9 +63,9 @@ VAE_COLUMNS = [
 def _architecture(values: Mapping[str, Any], name: str, latent_dim: int) -> str:
     """784-hidden...-latent of VAE configuration `name`, from the printed params."""
     hidden = values[f"train_vae.models.{name}.hidden"]
-    activation = values.get(f"train_vae.models.{name}.activation")
+    activation = values[f"train_vae.models.{name}.activation"]
     layers = "-".join(str(size) for size in [784, *hidden, latent_dim])
-    return f"{layers} ({activation})" if activation else layers
+    return f"{layers} ({activation})"
 
 
 def _vae_table(
@@ -115,15 +116,15 @@ def _vae_notes(vae: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:
         "Test NLL: −log p(x), estimated by importance sampling with k samples of q(z|x) (the "
         "IWAE bound: an upper bound on the NLL that tightens as k grows). −ELBO = "
         "reconstruction (−log p(x|z), over the same k codes) + KL(q(z|x) ‖ p(z)). A latent "
-        "dimension is active when its posterior mean varies over the test images by more "
-        "than 0.01.",
+        "dimension is active when the variance of its posterior mean over the test images "
+        "exceeds 0.01.",  # vae.ACTIVE_UNIT_THRESHOLD (not imported: no TensorFlow here)
     ]
     if all(files["evaluation"]["binarized"] for files in vae.values()):
         notes.append(
             "Trained on dynamically binarised images, scored on the test images binarised "
             "once with the seed, as the reference: the numbers are log-likelihoods, "
             "comparable with it (a larger k gives a slightly lower, tighter estimate; the "
-            "reference used k = 5000)."
+            f"reference used k = {REFERENCE_VAE['k']})."
         )
     else:
         notes.append(

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers, ops
+from scipy.special import expit
 
 from mnist_ae.models import IMAGE_PIXELS
 
@@ -73,13 +74,19 @@ def bernoulli_nll(images: Any, logits: Any) -> Any:
 
 
 # Independent fixed draws from one seed: the training set's (whose validation slice val_loss
-# reads) and the test set's. Not 0: NumPy seeds `[seed, 0]` exactly as `seed` alone, so a
-# draw 0 would repeat any other use of `default_rng(seed)`.
+# reads), the test set's, and the prior codes of the samples figure. Each is NumPy's
+# SeedSequence of (seed, VAE_STREAM, draw): the VAE_STREAM entry keeps them apart from the
+# other (seed, index) streams of the project (the noise sweep's levels, mnist_ae.analysis).
+VAE_STREAM = 0x5641E  # any constant no other stream of the project starts with
 TRAINING_DRAW, TEST_DRAW = 1, 2
-# The codes drawn from the prior for the figure of samples: another independent draw.
 PRIOR_DRAW = 3
 # Logits held at once by the likelihood estimate: batch x samples per pass x 784 floats.
 LOGITS_PER_PASS = 7_840_000  # 31 MB: 100 images x 100 samples
+
+
+def _stream(seed: int, draw: int) -> np.random.Generator:
+    """The VAE's fixed draw `draw` of `seed`."""
+    return np.random.default_rng([seed, VAE_STREAM, draw])
 
 
 def binarize(images: np.ndarray, seed: int, draw: int) -> np.ndarray:
@@ -87,13 +94,13 @@ def binarize(images: np.ndarray, seed: int, draw: int) -> np.ndarray:
 
     The test set of the likelihood literature ("binarised once with a fixed seed"). float32,
     the shape of `images`, which must lie in [0, 1]. Different `draw`s of one seed are
-    independent streams (NumPy's SeedSequence of (seed, draw)); `draw` must be at least 1.
+    independent streams (see VAE_STREAM); `draw` must be at least 1.
     """
     if draw < 1:
         raise ValueError(f"draw must be at least 1, got {draw}")
     if images.size and (images.min() < 0.0 or images.max() > 1.0):
         raise ValueError("binarize expects grey values in [0, 1]")
-    draws = np.random.default_rng([seed, draw]).random(images.shape, dtype=np.float32)
+    draws = _stream(seed, draw).random(images.shape, dtype=np.float32)
     return (draws < images).astype(np.float32)
 
 
@@ -325,12 +332,12 @@ def decoded_means(decoder: keras.Model, codes: np.ndarray, batch_size: int = 100
     """The pixel probabilities sigmoid(logits) of p(x|z) for each code, shape (codes, 28, 28):
     the image a VAE "draws" for a code (its mean, not a Bernoulli sample)."""
     logits = decoder.predict(np.asarray(codes, dtype=np.float32), batch_size=batch_size, verbose=0)
-    return (1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))).reshape(-1, 28, 28)
+    return expit(np.asarray(logits, dtype=np.float64)).reshape(-1, 28, 28)
 
 
 def prior_codes(count: int, latent_dim: int, seed: int) -> np.ndarray:
     """`count` codes from the prior N(0, I), a fixed draw of the seed (PRIOR_DRAW)."""
-    return np.random.default_rng([seed, PRIOR_DRAW]).standard_normal((count, latent_dim))
+    return _stream(seed, PRIOR_DRAW).standard_normal((count, latent_dim))
 
 
 def manifold_axis(size: int, low: float = 0.05, high: float = 0.95) -> np.ndarray:

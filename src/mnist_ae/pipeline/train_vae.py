@@ -19,7 +19,7 @@ def training_data(params: Params, workdir: Path) -> tuple[np.ndarray, np.ndarray
     """(inputs, targets) of fit: the grey training images, and the images validation scores
     (binarised once with the seed under `binarize: dynamic`, else the grey ones)."""
     images = data.flat_images(data.to_unit_float(artifacts.MNIST.read(workdir)["x_train"]))
-    if params.train_vae.binarize == "dynamic":
+    if params.train_vae.binarized:
         return images, vae.binarize(images, params.seed, vae.TRAINING_DRAW)
     return images, images
 
@@ -40,7 +40,6 @@ def run(
     """
     files = artifacts.vae_files(name)
     stage = f"train_vae@{name}"
-    binarize = params.train_vae.binarize
     settings = getattr(params.train_vae.models, name)
     images, targets = training_data(params, workdir)
 
@@ -49,7 +48,7 @@ def run(
             settings.hidden,
             settings.activation,
             settings.latent_dim,
-            dynamic_binarization=binarize == "dynamic",
+            dynamic_binarization=params.train_vae.binarized,
             seed=params.seed,
         )
 

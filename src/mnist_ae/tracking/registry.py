@@ -53,14 +53,16 @@ VAE_TEST_METRICS = ("nll", "negative_elbo", "reconstruction", "kl", "active_unit
 
 
 def test_metrics(model: str, results: Mapping[str, Any]) -> tuple[dict[str, float], str, int]:
-    """A model's test metrics, the digest of the test data they were measured on, and its
-    size. `results` is metrics/evaluation.json with, under "vae", each VAE configuration's
-    metrics/vae_<name>.json."""
+    """A model's test metrics, the digest of the test data they were measured on (for a VAE
+    with the k of its likelihood estimate), and its size. `results` is metrics/evaluation.json
+    with, under "vae", each VAE configuration's metrics/vae_<name>.json."""
     kind, key = REGISTRABLE[model].split(".")
     if kind == "vae":
         scores = results["vae"][key]
         numbers = {name: float(scores[name]) for name in VAE_TEST_METRICS}
-        return numbers, scores["test_data_sha256"], int(scores["test_samples"])
+        # The NLL estimate falls as k grows: versions scored with another k are not compared.
+        measured_on = f"{scores['test_data_sha256']} k={scores['importance_samples']}"
+        return numbers, measured_on, int(scores["test_samples"])
     numbers = {name: float(value) for name, value in results[kind][key].items()}
     return numbers, results["test_data"][f"{kind}_sha256"], int(results["test_samples"])
 
