@@ -16,6 +16,6 @@ repro: setup
 test: setup
 	.venv/bin/python -m pytest
 
-# The benchmark: prepares the data if needed, then bench/run.py (about 25 minutes on 2 cores).
+# The benchmark: prepares the data if needed, then bench/run.py (about 27 minutes on 2 cores).
 bench: setup
 	. .venv/bin/activate && dvc repro add_noise && python bench/run.py

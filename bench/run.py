@@ -3,10 +3,11 @@
 In ONE run, on full MNIST and the params in params.yaml:
 1. sgemm: the machine's float32 matrix-multiply rate through TensorFlow (the kernels training
    uses), best of several 2048x2048 and 4096x4096 products — the "peak" figures compare to.
-2. Epoch time of the dense AE and the conv denoiser, with the project's training code
-   (the stage's own function, `mnist_ae.pipeline.train_<model>.run`, in a scratch workdir,
-   checkpoints included, MLflow not) and with the walkthrough's plain
-   `model.fit(x, y, batch_size, shuffle=True)` on NumPy arrays, interleaved (A B, B A, ...) so
+2. Epoch time of the dense AE, the conv denoiser and the likelihood VAE (`--models`), with
+   the project's training code (the stage's own function, `mnist_ae.pipeline.train_<model>`,
+   in a scratch workdir, checkpoints included, MLflow not) and with the walkthrough's plain
+   `model.fit(x, y, batch_size, shuffle=True)` on NumPy arrays (the VAE: the same model,
+   compiled and fitted as keras.io's VAE example), interleaved (A B, B A, ...) so
    drifts in the machine's speed hit both alike; each measurement is a fresh model trained for
    one warm-up epoch (tracing, allocation) plus `--epochs` timed epochs; medians of wall and
    process CPU time reported, with samples/s, achieved GFLOP/s (from the models' FLOP count)
@@ -21,6 +22,7 @@ Writes bench/results/bench.json (or --out) and prints a table. A benchmark, not 
 nothing asserts a time.
 
 Usage: make bench   or   .venv/bin/python bench/run.py [--repeats 3] [--epochs 1] [--no-pipeline]
+                                                        [--models dense conv vae]
 """
 
 from __future__ import annotations
