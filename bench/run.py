@@ -142,7 +142,7 @@ def _build(kind: str, params: config.Params, walkthrough: bool = False) -> keras
             settings.hidden,
             settings.activation,
             settings.latent_dim,
-            dynamic_binarization=params.train_vae.binarized,
+            dynamic_binarization=params.train_vae.binarize == "dynamic",
             seed=params.seed,
         )
     if kind == "dense":

@@ -243,11 +243,6 @@ class TrainVaeParams(_Section):
     binarize: Literal["dynamic", "none"]
     models: VaeModels
 
-    @property
-    def binarized(self) -> bool:
-        """Whether the VAEs train (and are scored) on binary images."""
-        return self.binarize == "dynamic"
-
 
 class EvaluateVaeParams(_Section):
     """Test-set scores of each VAE."""

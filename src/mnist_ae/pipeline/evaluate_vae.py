@@ -17,7 +17,7 @@ def run(params: Params, workdir: Path, tracker: Tracker = NO_TRACKING, *, name: 
     files = artifacts.vae_files(name)
     stage = f"evaluate_vae@{name}"
     images = data.flat_images(data.to_unit_float(artifacts.MNIST.read(workdir)["x_test"]))
-    binarized = params.train_vae.binarized
+    binarized = params.train_vae.binarize == "dynamic"
     images = vae.test_images(images, binarized, params.seed)
     scores = vae.test_scores(
         files.encoder.read(workdir),

@@ -15,7 +15,7 @@ def run(params: Params, workdir: Path, tracker: Tracker = NO_TRACKING) -> None:
     settings = params.figures
     mnist = artifacts.MNIST.read(workdir)
     clean = data.to_unit_float(mnist["x_test"])
-    binarized = params.train_vae.binarized
+    binarized = params.train_vae.binarize == "dynamic"
     manifold, likelihood = artifacts.VAE["manifold"], artifacts.VAE["likelihood"]
     vae_inputs = figures.VaeFigureInputs(
         manifold_encoder=manifold.encoder.read(workdir),

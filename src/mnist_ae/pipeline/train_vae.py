@@ -19,7 +19,7 @@ def training_data(params: Params, workdir: Path) -> tuple[np.ndarray, np.ndarray
     """(inputs, targets) of fit: the grey training images, and the images validation scores
     (binarised once with the seed under `binarize: dynamic`, else the grey ones)."""
     images = data.flat_images(data.to_unit_float(artifacts.MNIST.read(workdir)["x_train"]))
-    if params.train_vae.binarized:
+    if params.train_vae.binarize == "dynamic":
         return images, vae.binarize(images, params.seed, vae.TRAINING_DRAW)
     return images, images
 
@@ -48,7 +48,7 @@ def run(
             settings.hidden,
             settings.activation,
             settings.latent_dim,
-            dynamic_binarization=params.train_vae.binarized,
+            dynamic_binarization=params.train_vae.binarize == "dynamic",
             seed=params.seed,
         )
 
