@@ -53,7 +53,9 @@ def shrink(params: dict) -> dict:
         settings.update(hidden=[16], epochs=1, batch_size=32, validation_samples=80)
     params["train_vae"]["models"]["likelihood"]["latent_dim"] = 5
     params["evaluate"]["batch_size"] = 50
-    params["evaluate_vae"].update(importance_samples=20, batch_size=50)
+    params["evaluate_vae"].update(
+        importance_samples={"manifold": 20, "likelihood": 20}, batch_size=50
+    )
     params["baselines"]["tuning_samples"] = 20
     params["baselines"]["grids"] = {
         "gaussian": [0.5, 1.0],

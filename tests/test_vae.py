@@ -166,6 +166,7 @@ def _fit_vae(
     callbacks: list | None = None,
     dynamic: bool = True,
     epochs: int = 3,
+    jit_compile: bool = False,
 ) -> tuple[list, list, training.FitResult]:
     model = _tiny_model(seed=4)
     model.dynamic_binarization = dynamic
@@ -183,13 +184,15 @@ def _fit_vae(
         checkpoint=checkpoint,
         resume_key="k",
         callbacks=callbacks or [],
+        jit_compile=jit_compile,
     )
     random_state = [np.asarray(model.noise.state)]
     return model.get_weights(), random_state, result
 
 
-def test_training_logs_the_elbo_terms_and_is_byte_reproducible() -> None:
-    weights, random_state, result = _fit_vae()
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_training_logs_the_elbo_terms_and_is_byte_reproducible(jit_compile: bool) -> None:
+    weights, random_state, result = _fit_vae(jit_compile=jit_compile)
     assert set(result.history) == {
         "loss",
         "val_loss",
@@ -202,13 +205,25 @@ def test_training_logs_the_elbo_terms_and_is_byte_reproducible() -> None:
         total = np.add(result.history[f"{prefix}reconstruction"], result.history[f"{prefix}kl"])
         np.testing.assert_allclose(result.history[f"{prefix}loss"], total, rtol=1e-5)
     assert result.history["loss"][-1] < result.history["loss"][0]
-    again_weights, again_random, again = _fit_vae()
+    again_weights, again_random, again = _fit_vae(jit_compile=jit_compile)
     assert again.history == result.history
     for got, want in zip(again_weights + again_random, weights + random_state, strict=True):
         np.testing.assert_array_equal(got, want)
     # The dynamic draws matter: training on the grey values themselves ends elsewhere.
     grey_weights, _, _ = _fit_vae(dynamic=False)
     assert not np.array_equal(grey_weights[0], weights[0])
+
+
+def test_xla_compiles_the_same_step_on_the_same_draws() -> None:
+    # jit_compile=True compiles the step's arithmetic only: the random draws stay outside
+    # XLA, so both runs draw the same noise and end at nearly the same weights (XLA fuses and
+    # reorders float operations, so the bits differ).
+    weights, random_state, result = _fit_vae(jit_compile=False)
+    xla_weights, xla_random_state, xla = _fit_vae(jit_compile=True)
+    np.testing.assert_array_equal(xla_random_state[0], random_state[0])
+    np.testing.assert_allclose(xla.history["loss"], result.history["loss"], rtol=1e-3)
+    for got, want in zip(xla_weights, weights, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
 
 
 def test_an_interrupted_vae_resumes_to_exactly_the_uninterrupted_weights(
@@ -298,7 +313,8 @@ def _vae_params(binarize: str = "dynamic") -> Params:
         update={name: getattr(models, name).model_copy(update=small) for name in VAE_NAMES}
     )
     section = params.train_vae.model_copy(update={"models": models, "binarize": binarize})
-    evaluate = params.evaluate_vae.model_copy(update={"importance_samples": 30})
+    samples = params.evaluate_vae.importance_samples.model_copy(update=dict.fromkeys(VAE_NAMES, 30))
+    evaluate = params.evaluate_vae.model_copy(update={"importance_samples": samples})
     return params.model_copy(update={"train_vae": section, "evaluate_vae": evaluate})
 
 

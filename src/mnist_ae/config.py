@@ -244,11 +244,22 @@ class TrainVaeParams(_Section):
     models: VaeModels
 
 
+ImportanceSampleCount = Annotated[int, Field(ge=1, le=100_000)]
+
+
+class ImportanceSamples(_Section):
+    """k of each configuration's importance-sampled log-likelihood (the IWAE bound; 5000 in
+    the literature), one key per train_vae.models entry: each `evaluate_vae@<name>` depends on
+    its own k only."""
+
+    manifold: ImportanceSampleCount
+    likelihood: ImportanceSampleCount
+
+
 class EvaluateVaeParams(_Section):
     """Test-set scores of each VAE."""
 
-    # k of the importance-sampled log-likelihood (the IWAE bound; 5000 in the literature).
-    importance_samples: int = Field(ge=1, le=100_000)
+    importance_samples: ImportanceSamples
     batch_size: int = Field(ge=1, le=10_000)  # test images per pass
 
 

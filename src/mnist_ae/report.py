@@ -35,7 +35,8 @@ KEY_PARAMS = [
     "train_vae.models.likelihood.latent_dim",
     "train_vae.models.likelihood.activation",
     "train_vae.models.likelihood.epochs",
-    "evaluate_vae.importance_samples",
+    "evaluate_vae.importance_samples.manifold",
+    "evaluate_vae.importance_samples.likelihood",
 ]
 
 # The published number the likelihood VAE is put beside: Burda, Grosse & Salakhutdinov (2015),

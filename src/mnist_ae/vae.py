@@ -137,15 +137,33 @@ class VariationalAutoencoder(keras.Model):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl")
+        self._update = _update  # the training step's arithmetic: XLA-compiled by compile()
         self.built = True  # its weights are the encoder's and decoder's, built already
+
+    def compile(self, *args: Any, jit_compile: bool | str = "auto", **kwargs: Any) -> None:
+        """Keras' compile, except that `jit_compile=True` compiles the step's arithmetic
+        with XLA (forward, gradients, optimizer update) while the random draws stay outside it.
+
+        XLA-compiling the whole step (Keras' own jit_compile) made an epoch about 4x slower on
+        CPU, through its random-number ops; without them, XLA fuses the step's many small ops
+        (docs/benchmarks.md). The draws still come from the model's SeedGenerator, in the same
+        order, so training stays byte-reproducible and resumable.
+        """
+        xla = jit_compile is True
+        # A function per compile: a tf.function may create variables (the optimizer's) only
+        # on its first call.
+        self._update = tf.function(_update, jit_compile=True) if xla else _update
+        super().compile(*args, jit_compile=False if xla else jit_compile, **kwargs)
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
         return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker]
 
-    def sample_code(self, mean: Any, log_var: Any) -> Any:
-        """z = mean + sigma * epsilon, epsilon ~ N(0, I) from the model's seed generator."""
-        epsilon = keras.random.normal(ops.shape(mean), seed=self.noise)
+    def sample_code(self, mean: Any, log_var: Any, epsilon: Any = None) -> Any:
+        """z = mean + sigma * epsilon, epsilon ~ N(0, I) from the model's seed generator
+        unless given."""
+        if epsilon is None:
+            epsilon = keras.random.normal(ops.shape(mean), seed=self.noise)
         return mean + ops.exp(0.5 * log_var) * epsilon
 
     def call(self, images: Any, training: bool = False) -> Any:
@@ -153,10 +171,11 @@ class VariationalAutoencoder(keras.Model):
         mean, log_var = self.encoder(images, training=training)
         return self.decoder(self.sample_code(mean, log_var), training=training)
 
-    def negative_elbo_terms(self, images: Any) -> tuple[Any, Any]:
-        """Per-image reconstruction (one sampled code) and KL terms, in nats."""
+    def negative_elbo_terms(self, images: Any, epsilon: Any = None) -> tuple[Any, Any]:
+        """Per-image reconstruction (one sampled code) and KL terms, in nats. The code's
+        noise is `epsilon` when given, else drawn from the model's seed generator."""
         mean, log_var = self.encoder(images, training=True)
-        logits = self.decoder(self.sample_code(mean, log_var), training=True)
+        logits = self.decoder(self.sample_code(mean, log_var, epsilon), training=True)
         return bernoulli_nll(images, logits), gaussian_kl(mean, log_var)
 
     def _record(self, reconstruction: Any, kl: Any) -> dict[str, Any]:
@@ -170,16 +189,24 @@ class VariationalAutoencoder(keras.Model):
         if self.dynamic_binarization:
             draws = keras.random.uniform(ops.shape(images), seed=self.noise)
             images = ops.cast(draws < images, images.dtype)
-        with tf.GradientTape() as tape:
-            reconstruction, kl = self.negative_elbo_terms(images)
-            loss = ops.mean(reconstruction + kl)
-        gradients = tape.gradient(loss, self.trainable_weights)
-        self.optimizer.apply(gradients, self.trainable_weights)
-        return self._record(reconstruction, kl)
+        code_shape = (ops.shape(images)[0], self.encoder.output[0].shape[-1])
+        epsilon = keras.random.normal(code_shape, seed=self.noise)
+        return self._record(*self._update(self, images, epsilon))
 
     def test_step(self, data: Any) -> dict[str, Any]:
         _, targets = data
         return self._record(*self.negative_elbo_terms(targets))
+
+
+def _update(model: VariationalAutoencoder, images: Any, epsilon: Any) -> tuple[Any, Any]:
+    """One optimizer step on the mean negative ELBO of `images`, with the code's noise
+    `epsilon` given; returns the per-image reconstruction and KL terms."""
+    with tf.GradientTape() as tape:
+        reconstruction, kl = model.negative_elbo_terms(images, epsilon)
+        loss = ops.mean(reconstruction + kl)
+    gradients = tape.gradient(loss, model.trainable_weights)
+    model.optimizer.apply(gradients, model.trainable_weights)
+    return reconstruction, kl
 
 
 def build_vae(

@@ -23,7 +23,7 @@ def run(params: Params, workdir: Path, tracker: Tracker = NO_TRACKING, *, name: 
         files.encoder.read(workdir),
         files.decoder.read(workdir),
         images,
-        params.evaluate_vae.importance_samples,
+        getattr(params.evaluate_vae.importance_samples, name),
         params.seed,
         params.evaluate_vae.batch_size,
     )
