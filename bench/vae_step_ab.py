@@ -11,7 +11,8 @@ the four variants in alternating order (A B C D, D C B A, ...) in ONE process, s
 the machine's speed hit all alike; the first epoch of each run (tracing, XLA compilation) is
 dropped. Reports the median wall time AND process CPU time per epoch: on a shared host the
 wall times scatter, the CPU time shows the work done. Also prints each run's final training
-loss: the two XLA settings must agree closely, the steps per call must not change it.
+loss: the two XLA settings must agree closely; the steps per call leave it unchanged on
+this data (the same steps in the same order).
 """
 
 from __future__ import annotations
