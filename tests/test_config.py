@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 import yaml
 
-from mnist_ae.config import ParamsError, flatten, load_params, parse_params
+from mnist_ae.config import (
+    ImportanceSamples,
+    ParamsError,
+    VaeModels,
+    flatten,
+    load_params,
+    parse_params,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,6 +31,11 @@ def test_repository_params_are_valid() -> None:
     assert params.noise.noise_factor == 0.5
     assert params.train_dense.encoding_dim == 32
     assert params.train_dense.batch_size == 256 and params.train_conv.batch_size == 128
+
+
+def test_every_vae_configuration_has_its_own_importance_sample_count() -> None:
+    # dvc.yaml's evaluate_vae@<name> reads evaluate_vae.importance_samples.<name>.
+    assert list(ImportanceSamples.model_fields) == list(VaeModels.model_fields)
 
 
 def _error(raw: dict[str, Any], section: str | None, key: str, value: Any) -> str:

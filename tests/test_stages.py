@@ -88,11 +88,13 @@ def test_what_a_stage_reads_and_writes_is_recorded(workdir: Path) -> None:
     provenance.reset()
     train_dense.run(RecordedParams(_params()), workdir)
     recorded = provenance.recorded()
-    # The whole section (through fit_options / model_dump), the key that shapes the model and
-    # the split size that the summary's dataset description records.
+    # The whole section (through fit_options / model_dump), the strategy the model is built
+    # under, the key that shapes the model and the split size that the summary's dataset
+    # description records.
     assert recorded["params"] == [
         "seed",
         "train_dense",
+        "train_dense.distribute",
         "train_dense.encoding_dim",
         "train_dense.validation_samples",
     ]

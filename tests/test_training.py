@@ -104,8 +104,9 @@ def test_validation_and_batch_size_limits() -> None:
 
 
 class _Interrupt(keras.callbacks.Callback):
-    """Raise KeyboardInterrupt in the middle of epoch `epoch` (0-based), as Ctrl-C would:
-    after its first batches (its first call into TF, with steps_per_execution > 1)."""
+    """Raise KeyboardInterrupt during epoch `epoch` (0-based), as Ctrl-C would: at its first
+    batch-end callback, before the epoch ends (with steps_per_execution > 1, Keras calls it
+    after the first call into TF, a group of steps)."""
 
     def __init__(self, epoch: int) -> None:
         super().__init__()

@@ -167,6 +167,7 @@ def _fit_vae(
     dynamic: bool = True,
     epochs: int = 3,
     jit_compile: bool = False,
+    steps_per_execution: int = 1,
 ) -> tuple[list, list, training.FitResult]:
     model = _tiny_model(seed=4)
     model.dynamic_binarization = dynamic
@@ -185,6 +186,7 @@ def _fit_vae(
         resume_key="k",
         callbacks=callbacks or [],
         jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
     )
     random_state = [np.asarray(model.noise.state)]
     return model.get_weights(), random_state, result
@@ -226,16 +228,37 @@ def test_xla_compiles_the_same_step_on_the_same_draws() -> None:
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
 
 
+def test_only_jit_compile_true_hands_the_update_to_xla() -> None:
+    model = _tiny_model()
+    model.compile(optimizer="adam", jit_compile=True)
+    model.optimizer.build(model.trainable_weights)
+    images, epsilon = _binary_images(4), np.zeros((4, 3), np.float32)
+    hlo = model._update.experimental_get_compiler_ir(model, images, epsilon)(stage="hlo")
+    assert hlo.startswith("HloModule")  # XLA compiled the update
+    assert model.jit_compile is False  # and Keras' whole-step XLA stays off
+    # "auto" is no XLA, as Keras decides under op determinism: never the random ops.
+    for setting in (False, "auto"):
+        model.compile(optimizer="adam", jit_compile=setting)
+        assert model._update is vae._update and model.jit_compile is False
+    with pytest.raises(ValueError, match="jit_compile must be"):
+        model.compile(optimizer="adam", jit_compile="always")
+
+
+# The plain step, and the pipeline's default: XLA arithmetic, 10 steps per call into TF.
+@pytest.mark.parametrize(("jit_compile", "steps_per_execution"), [(False, 1), (True, 10)])
 def test_an_interrupted_vae_resumes_to_exactly_the_uninterrupted_weights(
-    tmp_path: Path,
+    tmp_path: Path, jit_compile: bool, steps_per_execution: int
 ) -> None:
     """The checkpoint holds the seed generator's state, so the resumed run draws the same
     binarisations and codes as a run that was never stopped."""
-    expected_weights, expected_random, expected = _fit_vae(tmp_path / "straight.npz", epochs=4)
+    step = {"jit_compile": jit_compile, "steps_per_execution": steps_per_execution}
+    expected_weights, expected_random, expected = _fit_vae(
+        tmp_path / "straight.npz", epochs=4, **step
+    )
     checkpoint = tmp_path / "resumed.npz"
     with pytest.raises(KeyboardInterrupt):
-        _fit_vae(checkpoint, callbacks=[_Interrupt(epoch=2)], epochs=4)
-    weights, random_state, result = _fit_vae(checkpoint, epochs=4)
+        _fit_vae(checkpoint, callbacks=[_Interrupt(epoch=2)], epochs=4, **step)
+    weights, random_state, result = _fit_vae(checkpoint, epochs=4, **step)
     assert result.resumed_epochs == 2 and result.history == expected.history
     for got, want in zip(weights + random_state, expected_weights + expected_random, strict=True):
         np.testing.assert_array_equal(got, want)

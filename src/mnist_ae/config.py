@@ -181,13 +181,19 @@ class _TrainingParams(_Section):
     # under TF op determinism, as the stages run, is no XLA even on a GPU).
     steps_per_execution: int = Field(ge=1, le=100_000)
     jit_compile: JitCompile
+    # Data parallelism (mnist_ae.training.distribution_strategy): "mirrored" trains one replica
+    # per visible GPU (per logical CPU device without one) with tf.distribute.MirroredStrategy,
+    # each on its share of the same global batch_size; "auto" is mirrored when more than one
+    # GPU is visible, else "none", one device.
+    distribute: Literal["auto", "none", "mirrored"]
 
     # Keys that shape the model rather than its training (not arguments of training.fit).
     MODEL_KEYS: ClassVar[frozenset[str]] = frozenset()
 
     def fit_options(self) -> dict[str, Any]:
-        """This section as keyword arguments of mnist_ae.training.fit."""
-        return self.model_dump(exclude=set(self.MODEL_KEYS))
+        """This section as keyword arguments of mnist_ae.training.fit (`distribute` is not
+        one: the model is built under its strategy, so the caller applies it)."""
+        return self.model_dump(exclude={*self.MODEL_KEYS, "distribute"})
 
 
 class TrainDenseParams(_TrainingParams):

@@ -13,6 +13,7 @@ Two properties matter more than anything else here:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -46,6 +47,34 @@ def make_deterministic(seed: int) -> None:
     """
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
+
+
+def distribution_strategy(distribute: str) -> tf.distribute.Strategy:
+    """The tf.distribute strategy a training section's `distribute` names; build and fit the
+    model inside its `scope()`.
+
+    "none": TF's default strategy, one device. "mirrored": tf.distribute.MirroredStrategy,
+    one replica per visible GPU, or per logical CPU device where there is no GPU (one, unless
+    the process split its CPU with tf.config.set_logical_device_configuration, as the tests
+    do). "auto": mirrored when more than one GPU is visible, else none. Keras splits each
+    global batch between the replicas and sums their gradients, so `batch_size` means what
+    it means on one device.
+    """
+    if distribute not in ("auto", "none", "mirrored"):
+        raise ValueError(f"distribute must be auto, none or mirrored, not {distribute!r}")
+    gpus = [device.name for device in tf.config.list_logical_devices("GPU")]
+    if distribute == "none" or (distribute == "auto" and len(gpus) < 2):
+        return tf.distribute.get_strategy()
+    devices = gpus or [device.name for device in tf.config.list_logical_devices("CPU")]
+    return _mirrored(tuple(devices))
+
+
+@functools.cache
+def _mirrored(devices: tuple[str, ...]) -> tf.distribute.MirroredStrategy:
+    """One MirroredStrategy per process and device set: a second one numbers its collective
+    all-reduces from the start again, and they clash with the first's in TF's runtime ("Shape
+    mismatch in the collective instance") when one process trains several models."""
+    return tf.distribute.MirroredStrategy(list(devices))
 
 
 @dataclass(frozen=True)
@@ -354,6 +383,17 @@ def fit(
             f"batch_size {batch_size} is larger than the {len(fit_inputs)} training samples "
             "left after the validation split"
         )
+    replicas = model.distribute_strategy.num_replicas_in_sync
+    if replicas > 1:
+        # Keras 3 fails with either under a MirroredStrategy over several devices ("You must
+        # feed a value for placeholder tensor", keras-team/keras#19246); both are speed only.
+        if steps_per_execution > 1 or jit_compile is True:
+            log.info(
+                "training on %d replicas: 1 step per call and no XLA, whatever "
+                "steps_per_execution and jit_compile say (keras-team/keras#19246)",
+                replicas,
+            )
+        steps_per_execution, jit_compile = 1, False
     _compile(model, make_optimizer(optimizer, learning_rate), steps_per_execution, jit_compile)
     checkpoint_path = Path(checkpoint) if checkpoint is not None else None
     state = None

@@ -111,6 +111,23 @@ def test_images(images: np.ndarray, binarized: bool, seed: int) -> np.ndarray:
     return binarize(images, seed, TEST_DRAW) if binarized else images
 
 
+class _ReplicaSeedGenerator(keras.random.SeedGenerator):
+    """A SeedGenerator whose draws differ between the replicas of a tf.distribute strategy.
+
+    Under MirroredStrategy every replica runs the training step on its share of the batch and
+    would otherwise draw the same numbers for it: the same binarisation and code noise for two
+    different images. Each replica folds its id into the seed instead (independent streams).
+    On one device nothing changes: the same draws as a plain SeedGenerator.
+    """
+
+    def next(self, ordered: bool = True) -> Any:
+        seed = super().next(ordered)
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return seed
+        return tf.random.experimental.stateless_fold_in(seed, context.replica_id_in_sync_group)
+
+
 class VariationalAutoencoder(keras.Model):
     """Encoder + reparameterised sample + decoder, trained on the negative ELBO.
 
@@ -133,7 +150,7 @@ class VariationalAutoencoder(keras.Model):
         self.encoder = encoder
         self.decoder = decoder
         self.dynamic_binarization = dynamic_binarization
-        self.noise = keras.random.SeedGenerator(seed, name="vae_noise")
+        self.noise = _ReplicaSeedGenerator(seed, name="vae_noise")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl")
@@ -148,12 +165,17 @@ class VariationalAutoencoder(keras.Model):
         CPU, through its random-number ops; without them, XLA fuses the step's many small ops
         (docs/benchmarks.md). The draws still come from the model's SeedGenerator, in the same
         order, so training stays byte-reproducible and resumable.
+
+        "auto" (and False) means no XLA, as Keras' own "auto" decides under TF op determinism,
+        which the pipeline always turns on: Keras never compiles the whole step, random ops
+        included, whatever the device.
         """
-        xla = jit_compile is True
+        if jit_compile not in (True, False, "auto"):
+            raise ValueError(f"jit_compile must be true, false or 'auto', not {jit_compile!r}")
         # A function per compile: a tf.function may create variables (the optimizer's) only
         # on its first call.
-        self._update = tf.function(_update, jit_compile=True) if xla else _update
-        super().compile(*args, jit_compile=False if xla else jit_compile, **kwargs)
+        self._update = tf.function(_update, jit_compile=True) if jit_compile is True else _update
+        super().compile(*args, jit_compile=False, **kwargs)
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
@@ -204,6 +226,9 @@ def _update(model: VariationalAutoencoder, images: Any, epsilon: Any) -> tuple[A
     with tf.GradientTape() as tape:
         reconstruction, kl = model.negative_elbo_terms(images, epsilon)
         loss = ops.mean(reconstruction + kl)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if replicas > 1:  # each replica's share of the global batch; their gradients add up
+            loss = loss / replicas
     gradients = tape.gradient(loss, model.trainable_weights)
     model.optimizer.apply(gradients, model.trainable_weights)
     return reconstruction, kl

@@ -47,26 +47,28 @@ def train_and_save(
     models.py and training.py, that a checkpoint must match to be resumed.
     """
     training.make_deterministic(params.seed)
-    model = build()
+    strategy = training.distribution_strategy(settings.distribute)
     checkpoint = Path(workdir) / training.CHECKPOINT_DIR / f"{stage}.npz"
     inputs, targets = data
-    started = time.monotonic()
-    result = training.fit(
-        model,
-        inputs,
-        targets,
-        **settings.fit_options(),
-        seed=params.seed,
-        checkpoint=checkpoint,
-        resume_key=training.resume_key(
-            params.seed,
-            settings.model_dump(),
-            [file.at(workdir) for file in data_files],
-            code_files,
-            arrays=data,
-        ),
-        callbacks=[*tracker.epoch_callbacks(stage), *callbacks],
-    )
+    with strategy.scope():  # the model's variables and the optimizer's, on every replica
+        model = build()
+        started = time.monotonic()
+        result = training.fit(
+            model,
+            inputs,
+            targets,
+            **settings.fit_options(),
+            seed=params.seed,
+            checkpoint=checkpoint,
+            resume_key=training.resume_key(
+                params.seed,
+                settings.model_dump(),
+                [file.at(workdir) for file in data_files],
+                code_files,
+                arrays=data,
+            ),
+            callbacks=[*tracker.epoch_callbacks(stage), *callbacks],
+        )
     tracker.log_training_time(stage, time.monotonic() - started, result)
     exported = export(model)
     for artifact, saved, _ in exported.values():
