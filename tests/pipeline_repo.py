@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -227,6 +227,29 @@ def start_unending_training(pipe: Pipeline) -> subprocess.Popen:
         process.communicate()
         raise
     return process
+
+
+GIT_IDENTITY = ("-c", "user.name=t", "-c", "user.email=t@t")
+
+
+def publish(
+    pipe: Pipeline, base: Path, configure: Callable[[Pipeline], None] = lambda pipe: None
+) -> Path:
+    """Share `pipe` as a team does: a directory DVC remote `storage` at base/storage (the
+    default) with every output pushed, `configure(pipe)` for anything more (another remote),
+    then dvc.lock and .dvc/config committed and pushed to a bare git repository at
+    base/origin.git, which becomes `origin`. Returns the bare repository's path."""
+    origin = base / "origin.git"
+    branch = pipe.run("git", "branch", "--show-current").stdout.strip()
+    pipe.run("git", "init", "-q", "--bare", f"--initial-branch={branch}", str(origin))
+    pipe.run("git", "remote", "set-url", "origin", str(origin))
+    pipe.run("dvc", "remote", "add", "-d", "storage", str(base / "storage"))
+    configure(pipe)
+    pipe.run("dvc", "push")
+    pipe.run("git", "add", "-A")  # dvc.lock and .dvc/config
+    pipe.run("git", *GIT_IDENTITY, "commit", "-qm", "results, and where their data lives")
+    pipe.run("git", "push", "-q", "origin", branch)
+    return origin
 
 
 def free_port() -> int:

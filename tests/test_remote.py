@@ -23,11 +23,10 @@ import botocore.exceptions
 import pytest
 
 from mnist_ae import artifacts
-from pipeline_repo import OUTPUTS, Pipeline, free_port, ran_stages
+from pipeline_repo import OUTPUTS, Pipeline, free_port, publish, ran_stages
 
 pytestmark = pytest.mark.e2e
 
-GIT_IDENTITY = ("-c", "user.name=t", "-c", "user.email=t@t")
 BUCKET = "mnist-ae-dvc"
 S3_URL = f"s3://{BUCKET}/cache"
 REGION = "us-east-1"
@@ -146,19 +145,14 @@ def published(
     `s3`, whose URL and endpoint are committed and whose credentials are not."""
     base = tmp_path_factory.mktemp("published")
     original = _isolated(pristine.clone(base / "original"))
-    origin = base / "origin.git"
-    branch = original.run("git", "branch", "--show-current").stdout.strip()
-    original.run("git", "init", "-q", "--bare", f"--initial-branch={branch}", str(origin))
-    original.run("git", "remote", "set-url", "origin", str(origin))
-    original.run("dvc", "remote", "add", "-d", "storage", str(base / "storage"))
-    original.run("dvc", "remote", "add", "s3", S3_URL)
-    original.run("dvc", "remote", "modify", "s3", "endpointurl", s3.endpoint)
-    _set_credentials(original, "s3", s3)
-    original.run("dvc", "push")
-    original.run("dvc", "push", "-r", "s3")
-    original.run("git", "add", "-A")  # dvc.lock and .dvc/config
-    original.run("git", *GIT_IDENTITY, "commit", "-qm", "results, and where their data lives")
-    original.run("git", "push", "-q", "origin", branch)
+
+    def add_s3(pipe: Pipeline) -> None:
+        pipe.run("dvc", "remote", "add", "s3", S3_URL)
+        pipe.run("dvc", "remote", "modify", "s3", "endpointurl", s3.endpoint)
+        _set_credentials(pipe, "s3", s3)
+        pipe.run("dvc", "push", "-r", "s3")
+
+    origin = publish(original, base, add_s3)
     return Published(
         original, origin, original.digests(), _metrics(original), pristine.tracking_uri
     )

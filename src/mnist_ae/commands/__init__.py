@@ -7,7 +7,7 @@ import importlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-MODULES = ("denoise", "ui")
+MODULES = ("denoise", "sweep", "ui")
 
 
 def add_parsers() -> Iterator[Callable[[Any], None]]:
