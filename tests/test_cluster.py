@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from mnist_ae.provenance import PROVENANCE_ENV
-from pipeline_repo import Pipeline, TeamServer, free_port, publish
+from pipeline_repo import GIT_IDENTITY, Pipeline, TeamServer, free_port, publish
 
 pytestmark = pytest.mark.e2e
 
@@ -306,3 +306,30 @@ def _command_line(process: psutil.Process) -> str:
         return " ".join(process.cmdline())
     except psutil.Error:
         return ""
+
+
+def test_a_local_sweep_brings_its_experiments_into_the_repository(
+    pristine: Pipeline, tmp_path: Path
+) -> None:
+    """--local: no cluster; the trials run two at a time in clones that share the repository's
+    DVC cache, and their experiments and MLflow rows (the default SQLite store) come back."""
+    pipe = pristine.clone(tmp_path / "repo")
+    pipe.run("git", "add", "-A")
+    pipe.run("git", *GIT_IDENTITY, "commit", "-qm", "results")
+    sweep_file = _sweep_file(tmp_path, "local", [["figures.dpi=60"], ["figures.dpi=65"]])
+    done = pipe.run(sys.executable, "-m", "mnist_ae.main", "sweep", str(sweep_file), "--local",
+                    "-j", "2")  # fmt: skip
+    rows = _rows(done.stdout)
+    assert [rows[name][1] for name in ("local-1", "local-2")] == ["finished", "finished"]
+    shown = json.loads(pipe.run("dvc", "exp", "show", "--json").stdout)
+    dpi = {
+        experiment["name"]: experiment["revs"][0]["data"]["params"]["params.yaml"]["data"][
+            "figures"
+        ]["dpi"]
+        for commit in shown
+        for experiment in commit.get("experiments") or []
+    }
+    assert dpi == {"local-1": 60, "local-2": 65}
+    assert sorted(run.info.run_name for run in pipe.runs()) == ["local-1", "local-2"]
+    pipe.run("dvc", "exp", "apply", "local-2")  # its outputs are in this repository's cache
+    assert pipe.run("dvc", "status").stdout.strip().endswith("up to date.")

@@ -161,6 +161,8 @@ class Trial:
     stop_event: str  # the Dask Event that, once set, stops the sweep's running trials
     # Local sweeps only: the DVC cache the clone uses (the driver's), instead of a DVC remote.
     shared_cache: str | None = None
+    # Variables set for the trial's commands (a local sweep: the repository's MLflow store).
+    environment: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -178,7 +180,7 @@ def run_trial(trial: Trial) -> dict[str, Any]:
     metrics. Raises RuntimeError with one line when a command fails, TrialStoppedError when the
     sweep is stopped meanwhile."""
     stop = _stop_check(trial.stop_event)
-    env = _trial_environment()
+    env = {**_trial_environment(), **dict(trial.environment)}
     parent = Path(tempfile.mkdtemp(prefix=f"{trial.name}-", dir=_scratch_directory()))
     clone = parent / "repo"
     try:
@@ -338,11 +340,30 @@ def shared_revision(repository: Path, local: bool) -> tuple[str, str]:
     return origin, revision
 
 
+def _dvc_cache(repository: Path) -> str:
+    """The repository's DVC cache directory, as `dvc cache dir` says (it may be configured)."""
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), "cache", "dir"],
+        cwd=repository,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SweepError(f"dvc cache dir: {error_line(done.stderr + done.stdout)}")
+    return str((repository / done.stdout.strip()).resolve())
+
+
 def trials(spec: SweepSpec, repository: str, revision: str, local: bool) -> list[Trial]:
     """The sweep's trials; the keys and the stop event are this run's own (a second run of
     the same sweep on the same scheduler is a new set of tasks, not the first's results)."""
     run_id = f"sweep-{spec.name}-{uuid.uuid4().hex[:8]}"
-    cache = str(Path(repository) / ".dvc" / "cache") if local else None
+    cache, environment = None, ()
+    if local:  # the clones share this repository's DVC cache and log to its MLflow store
+        from mnist_ae.tracking.store import tracking_uri
+
+        cache = _dvc_cache(Path(repository))
+        environment = (("MLFLOW_TRACKING_URI", tracking_uri(Path(repository))),)
     return [
         Trial(
             name=f"{spec.name}-{index}",
@@ -352,6 +373,7 @@ def trials(spec: SweepSpec, repository: str, revision: str, local: bool) -> list
             key=f"{run_id}-{index}",
             stop_event=f"{run_id}-stop",
             shared_cache=cache,
+            environment=environment,
         )
         for index, overrides in enumerate(spec.overrides(), start=1)
     ]

@@ -49,8 +49,9 @@ def repository_root() -> Path:
     )
 
 
-def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI if set, else a SQLite store `mlflow.db` at the repository root.
+def tracking_uri(root: Path | None = None) -> str:
+    """MLFLOW_TRACKING_URI if set, else a SQLite store `mlflow.db` at the repository root
+    (`root`, by default repository_root()).
 
     The default store waits up to SQLITE_LOCK_TIMEOUT s for a lock instead of SQLite's 5 s, so
     experiments running in parallel (`dvc queue start -j 2`) queue up rather than fail with
@@ -59,7 +60,8 @@ def tracking_uri() -> str:
     configured = os.environ.get("MLFLOW_TRACKING_URI")
     if configured:
         return configured
-    return f"sqlite:///{repository_root() / 'mlflow.db'}?timeout={SQLITE_LOCK_TIMEOUT}"
+    root = repository_root() if root is None else Path(root).resolve()
+    return f"sqlite:///{root / 'mlflow.db'}?timeout={SQLITE_LOCK_TIMEOUT}"
 
 
 # Up to the last "@" before the path: a password may hold a raw "@".
