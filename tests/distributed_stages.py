@@ -19,6 +19,7 @@ from pathlib import Path
 import tensorflow as tf
 
 LOGICAL_CPUS = 2
+tf.config.set_visible_devices([], "GPU")  # the CPU's two halves, even on a machine with a GPU
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration()] * LOGICAL_CPUS
@@ -26,6 +27,7 @@ tf.config.set_logical_device_configuration(
 
 import keras  # noqa: E402  (after the device split, which must come first)
 
+from mnist_ae import training, vae  # noqa: E402
 from mnist_ae.config import load_params  # noqa: E402
 from mnist_ae.pipeline import add_noise, prepare, train_conv, train_dense, train_vae  # noqa: E402
 
@@ -98,7 +100,29 @@ def main(out: Path) -> None:
                     "history": result.history,
                     "weights_sha256": trained.weights_sha256,
                 }
+    results["seeds"] = _seed_draws()
     out.write_text(json.dumps(results, indent=1))
+
+
+def _seed_draws() -> dict[str, list]:
+    """The VAE's seed generator: what each replica draws under the strategy, and what it draws
+    on one device beside a plain SeedGenerator of the same seed."""
+    strategy = training.distribution_strategy("mirrored")
+    with strategy.scope():
+        generator = vae._ReplicaSeedGenerator(7, name="probe")
+
+    @tf.function
+    def draws() -> object:
+        return strategy.run(lambda: keras.random.normal((4,), seed=generator))
+
+    per_replica = strategy.experimental_local_results(draws())
+    one_device = keras.random.normal((4,), seed=vae._ReplicaSeedGenerator(7, name="one"))
+    plain = keras.random.normal((4,), seed=keras.random.SeedGenerator(7, name="plain"))
+    return {
+        "replicas": [draw.numpy().tolist() for draw in per_replica],
+        "one_device": one_device.numpy().tolist(),
+        "plain": plain.numpy().tolist(),
+    }
 
 
 if __name__ == "__main__":

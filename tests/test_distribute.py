@@ -63,8 +63,22 @@ def test_mirrored_training_is_byte_reproducible(distributed: dict, stage: str) -
     assert runs["mirrored_again"] == runs["mirrored"]
 
 
+def test_each_replica_draws_its_own_vae_noise_and_one_device_draws_as_before(
+    distributed: dict,
+) -> None:
+    seeds = distributed["seeds"]
+    first, second = seeds["replicas"]
+    assert first != second  # not the same noise for two different images
+    assert seeds["one_device"] == seeds["plain"]  # unchanged bits without a strategy
+
+
+ONE_CPU_NO_GPU = pytest.mark.skipif(
+    bool(tf.config.list_logical_devices("GPU")), reason="this process sees a GPU"
+)
+
+
+@ONE_CPU_NO_GPU
 def test_none_and_auto_without_several_gpus_are_one_device() -> None:
-    assert tf.config.list_logical_devices("GPU") == []  # this machine, and CI
     for distribute in ("none", "auto"):
         strategy = training.distribution_strategy(distribute)
         assert strategy is tf.distribute.get_strategy()
@@ -84,6 +98,7 @@ def test_auto_mirrors_over_every_gpu_when_there_are_several(
     assert created == [("/device:GPU:0", "/device:GPU:1")]
 
 
+@ONE_CPU_NO_GPU
 def test_mirrored_without_a_gpu_uses_the_cpu_and_one_strategy_per_process() -> None:
     strategy = training.distribution_strategy("mirrored")
     assert isinstance(strategy, tf.distribute.MirroredStrategy)

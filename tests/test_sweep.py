@@ -3,10 +3,14 @@ submits anything (mnist_ae.sweep; the runs on a real Dask cluster: tests/test_cl
 
 from __future__ import annotations
 
+import contextlib
 import io
 import subprocess
+import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from mnist_ae import sweep
@@ -201,3 +205,44 @@ def test_an_unreachable_scheduler_is_one_line(
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("sweep: error: cannot reach the Dask scheduler at tcp://127.0.0.1:9")
+
+
+def test_a_sweep_never_overwrites_experiments_of_the_same_name(repository: Path) -> None:
+    spec = sweep.SweepSpec(name="s", trials=[["figures.dpi=80"], ["figures.dpi=90"]])
+    origin, revision = sweep.shared_revision(repository, local=False)
+    planned = sweep.trials(spec, origin, revision, local=False)
+    sweep.check_new_names(planned)  # none exists yet
+    _git(repository, "push", "-q", "origin", f"{revision}:refs/exps/ab/cdef/s-2")
+    with pytest.raises(sweep.SweepError, match=r"experiments s-2 exist already in .*origin\.git"):
+        sweep.check_new_names(planned)
+
+
+def test_a_trials_command_dies_with_its_worker(tmp_path: Path) -> None:
+    """The guard kills a trial's commands when the worker process that started them dies, so
+    a lost worker's trial cannot go on (and push) beside its re-run."""
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time\n"
+            "from mnist_ae import sweep\n"
+            "guarded = [*sweep._guard_prefix(), 'sleep', '120']\n"
+            "child = subprocess.Popen(guarded, start_new_session=True)\n"
+            "print(child.pid, flush=True)\n"
+            "time.sleep(120)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    guard = psutil.Process(int(worker.stdout.readline()))
+    deadline = time.monotonic() + 30
+    while not guard.children():  # the guard has started `sleep 120`
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    (command,) = guard.children()
+    worker.kill()  # SIGKILL: no clean-up of its own
+    worker.wait()
+    _, alive = psutil.wait_procs([guard, command], timeout=10)
+    for process in alive:  # dead, unless not yet reaped (a container's PID 1 may not reap)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            assert process.status() == psutil.STATUS_ZOMBIE

@@ -45,11 +45,14 @@ from typing import Any, TextIO
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mnist_ae.cli import first_line
+
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.@-]*=.*$")
 POLL_SECONDS = 1.0  # how often a running trial checks whether the sweep was stopped
 STOP_GRACE_SECONDS = 10.0  # SIGTERM to a stopped trial's commands, then SIGKILL
 CONNECT_SECONDS = 30.0  # how long the driver tries to reach the scheduler
+WORKER_WAIT_SECONDS = 600.0  # how long it waits for a first worker to join
 # Headline metrics of the summary table: (column, metrics file, key path in it).
 HEADLINES = (
     ("dense BCE", "metrics/evaluation.json", ("reconstruction", "dense_autoencoder", "bce")),
@@ -172,31 +175,43 @@ class TrialResult:
     status: str  # finished | failed | cancelled (Ctrl-C came first)
     metrics: dict[str, float] = field(default_factory=dict)
     error: str = ""
-    host: str = ""
 
 
-def run_trial(trial: Trial) -> dict[str, Any]:
+def run_trial(trial: Trial) -> dict[str, float]:
     """Run one trial in a fresh clone on this worker, push it, and return its headline
     metrics. Raises RuntimeError with one line when a command fails, TrialStoppedError when the
     sweep is stopped meanwhile."""
     stop = _stop_check(trial.stop_event)
-    env = {**_trial_environment(), **dict(trial.environment)}
-    parent = Path(tempfile.mkdtemp(prefix=f"{trial.name}-", dir=_scratch_directory()))
+    local = trial.shared_cache is not None
+    env = {**_trial_environment(under_nanny=not local), **dict(trial.environment)}
+    if not env.get("MLFLOW_TRACKING_URI"):
+        # The stages would log to an mlflow.db inside the clone, removed at the end.
+        raise RuntimeError(
+            f"worker {os.uname().nodename} has no MLFLOW_TRACKING_URI: start `dask worker` with "
+            "the tracking server's URI (and a user's credentials) in its environment"
+        )
+    scratch = _scratch_directory()
+    parent = Path(tempfile.mkdtemp(prefix=f"{trial.name}-", dir=scratch))
     clone = parent / "repo"
+    log = Path(scratch or tempfile.gettempdir()) / f"{trial.key}.log"
+
+    def command(*arguments: str, cwd: Path = clone, stoppable: bool = True) -> None:
+        _command(arguments, cwd, env, stop if stoppable else lambda: False, log)
+
     try:
-        _command(["git", "clone", "-q", trial.repository, str(clone)], parent, env, stop)
-        _command(["git", "checkout", "-q", "--detach", trial.revision], clone, env, stop)
-        if trial.shared_cache:
-            _command(["dvc", "cache", "dir", "--local", trial.shared_cache], clone, env, stop)
+        command("git", "clone", "-q", trial.repository, str(clone), cwd=parent)
+        command("git", "checkout", "-q", "--detach", trial.revision)
+        if local:
+            command("dvc", "cache", "dir", "--local", str(trial.shared_cache))
         else:  # whatever of the commit's outputs the remote has: unchanged stages are not rerun
-            _command(["dvc", "pull", "--allow-missing", "-q"], clone, env, stop)
-        arguments = [argument for override in trial.overrides for argument in ("-S", override)]
-        _command(["dvc", "exp", "run", "-n", trial.name, *arguments], clone, env, stop)
-        push = ["dvc", "exp", "push", "--force", "origin", trial.name]
-        if trial.shared_cache:
-            push.insert(3, "--no-cache")  # the outputs are in the driver's cache already
-        _command(push, clone, env, stop)
-        return {"metrics": _headline_metrics(clone), "host": os.uname().nodename}
+            command("dvc", "pull", "--allow-missing", "-q")
+        overrides = [argument for override in trial.overrides for argument in ("-S", override)]
+        command("dvc", "exp", "run", "-n", trial.name, *overrides)
+        # --force: a worker lost during an earlier attempt may have pushed part of it. Not
+        # stopped half-way: the experiment's commit and its outputs land together.
+        options = ["--force", "--no-cache"] if local else ["--force"]
+        command("dvc", "exp", "push", *options, "origin", trial.name, stoppable=False)
+        return _headline_metrics(clone)
     finally:
         shutil.rmtree(parent, ignore_errors=True)
 
@@ -218,19 +233,17 @@ def _scratch_directory() -> str | None:
         return None
 
 
-def _trial_environment() -> dict[str, str]:
+def _trial_environment(under_nanny: bool) -> dict[str, str]:
     """The worker's environment for a trial's commands: its virtual environment's programs
-    first (dvc, and python for the stages), without the nanny's one-thread limits."""
+    first (dvc, and python for the stages), without the one-thread limits a nanny set."""
     env = dict(os.environ)
-    try:
+    if under_nanny:
         import dask
 
         limits = dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {}
-    except ImportError:
-        limits = {}
-    for variable in NANNY_THREAD_LIMITS:
-        if variable in limits and env.get(variable) == str(limits[variable]):
-            del env[variable]
+        for variable in NANNY_THREAD_LIMITS:
+            if variable in limits and env.get(variable) == str(limits[variable]):
+                del env[variable]
     for variable in ("DVC_ROOT", "DVC_EXP_NAME", "DVC_STAGE"):
         env.pop(variable, None)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -239,12 +252,15 @@ def _trial_environment() -> dict[str, str]:
 
 
 def _command(
-    command: Sequence[str], cwd: Path, env: dict[str, str], stop: Callable[[], bool]
+    command: Sequence[str], cwd: Path, env: dict[str, str], stop: Callable[[], bool], log: Path
 ) -> None:
-    """Run a command to its end, or until the sweep is stopped; raise one line if it fails."""
+    """Run a command to its end, or until the sweep is stopped; raise one line if it fails
+    (its whole output goes to `log`, on this worker)."""
+    if stop():
+        raise TrialStoppedError("stopped: the sweep was interrupted")
     with tempfile.TemporaryFile("w+") as output:
         process = subprocess.Popen(
-            list(command),
+            [*_guard_prefix(), *command],
             cwd=cwd,
             env=env,
             stdout=output,
@@ -266,7 +282,17 @@ def _command(
                 _stop_group(process)
         if code != 0:
             output.seek(0)
-            raise RuntimeError(f"{' '.join(command[:3])}: {error_line(output.read())}")
+            text = output.read()
+            log.write_text(text)
+            raise RuntimeError(
+                f"{' '.join(command[:3])}: {error_line(text)} (output: {os.uname().nodename}:{log})"
+            )
+
+
+def _guard_prefix() -> list[str]:
+    """A trial's command runs under mnist_ae.sweep_guard, which kills it (and all it started)
+    if this worker process dies: a lost worker's trial must not go on beside its re-run."""
+    return [sys.executable, "-m", "mnist_ae.sweep_guard", str(os.getpid())]
 
 
 def _stop_group(process: subprocess.Popen) -> None:
@@ -334,10 +360,33 @@ def shared_revision(repository: Path, local: bool) -> tuple[str, str]:
         origin = _git(repository, "remote", "get-url", "origin")
     except SweepError:
         raise SweepError("no git remote 'origin': the workers clone it; add one") from None
-    _git(repository, "fetch", "-q", "origin")
-    if not _git(repository, "branch", "-r", "--contains", revision):
+    if not re.match(r"^[\w+.-]+://|^[^/]+:", origin):  # a path, perhaps relative to the repo
+        origin = str((repository / origin).resolve())
+    _git(repository, "fetch", "-q", "--prune", "origin")
+    if not _git(repository, "branch", "-r", "--list", "origin/*", "--contains", revision):
         raise SweepError(f"commit {revision[:7]} is not on origin: git push it first")
     return origin, revision
+
+
+def check_new_names(planned: Sequence[Trial]) -> None:
+    """Refuse to overwrite: no experiment of the sweep may exist where it will be pushed
+    (a second run of a sweep file needs another `name`)."""
+    refs = subprocess.run(
+        ["git", "ls-remote", planned[0].repository, "refs/exps/*"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+    )
+    if refs.returncode != 0:
+        raise SweepError(f"git ls-remote {planned[0].repository}: {error_line(refs.stderr)}")
+    existing = {line.rsplit("/", 1)[-1] for line in refs.stdout.splitlines()}
+    taken = [trial.name for trial in planned if trial.name in existing]
+    if taken:
+        raise SweepError(
+            f"experiments {', '.join(taken)} exist already in {planned[0].repository}: give "
+            "the sweep another name (or remove them: dvc exp remove -g origin NAME)"
+        )
 
 
 def _dvc_cache(repository: Path) -> str:
@@ -406,7 +455,7 @@ class _Progress:
 
 
 @contextlib.contextmanager
-def _client(address: str | None, jobs: int) -> Iterator[Any]:
+def _client(address: str | None, jobs: int, err: TextIO) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     if address is None:
@@ -423,8 +472,13 @@ def _client(address: str | None, jobs: int) -> Iterator[Any]:
         raise SweepError(f"cannot reach the Dask scheduler at {address}: {error}") from None
     with client:
         if not client.scheduler_info().get("workers"):
-            print("sweep: waiting for a worker to join the scheduler...", file=sys.stderr)
-            client.wait_for_workers(1)
+            print("sweep: waiting for a worker to join the scheduler...", file=err, flush=True)
+            try:
+                client.wait_for_workers(1, timeout=WORKER_WAIT_SECONDS)
+            except TimeoutError:
+                raise SweepError(
+                    f"no worker joined the scheduler at {address} in {WORKER_WAIT_SECONDS:.0f} s"
+                ) from None
         yield client
 
 
@@ -444,35 +498,38 @@ def run(
     local = address is None
     origin, revision = shared_revision(repository, local)
     planned = trials(spec, origin, revision, local)
+    check_new_names(planned)
     where = "a local cluster" if local else address
-    print(
-        f"sweep {spec.name}: {len(planned)} trials from {revision[:7]} on {where}",
-        file=err,
-        flush=True,
-    )
-    with _client(address, jobs) as client:
+    count = f"{len(planned)} trial{'s' if len(planned) > 1 else ''}"
+    print(f"sweep {spec.name}: {count} from {revision[:7]} on {where}", file=err, flush=True)
+    with _client(address, jobs, err) as client:
         stop = Event(planned[0].stop_event, client=client)
-        # No retries: a trial that fails fails once. A worker lost mid-trial is another matter:
-        # the scheduler runs the trial again elsewhere (allowed-failures).
-        futures = {
-            client.submit(run_trial, trial, key=trial.key, pure=False, retries=0): trial
-            for trial in planned
-        }
+        futures: dict[Any, Trial] = {}
         results: dict[str, TrialResult] = {}
         progress = _Progress(len(planned), err)
         try:
+            # No retries: a trial that fails fails once. A worker lost mid-trial is another
+            # matter: the scheduler runs the trial again elsewhere (allowed-failures).
+            for trial in planned:
+                future = client.submit(run_trial, trial, key=trial.key, pure=False, retries=0)
+                futures[future] = trial
             for future in as_completed(futures):
                 trial = futures[future]
                 results[trial.name] = _result(trial, future)
                 progress.update(trial.name, results[trial.name].status)
         except KeyboardInterrupt:
-            stop.set()
-            client.cancel([future for future in futures if not future.done()])
-            for future, trial in futures.items():
-                if trial.name not in results:
-                    results[trial.name] = _interrupted(trial, future)
-            ordered = [results[trial.name] for trial in planned]
-            raise Interrupted(ordered) from None
+            # A second Ctrl-C must not cut this short: the trials would go on running.
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                stop.set()
+                client.cancel([future for future in futures if not future.done()])
+                for trial in planned:
+                    if trial.name not in results:
+                        future = next((f for f, t in futures.items() if t is trial), None)
+                        results[trial.name] = _interrupted(trial, future)
+            finally:
+                signal.signal(signal.SIGINT, previous)
+            raise Interrupted([results[trial.name] for trial in planned]) from None
     ordered = [results[trial.name] for trial in planned]
     print_table(ordered, out)
     return ordered
@@ -488,27 +545,24 @@ class Interrupted(KeyboardInterrupt):
 
 def _result(trial: Trial, future: Any) -> TrialResult:
     if future.status == "finished":
-        value = future.result()
+        return TrialResult(trial.name, trial.overrides, "finished", future.result())
+    if future.status == "cancelled":  # by the scheduler (restarted, or the task was lost)
         return TrialResult(
-            trial.name, trial.overrides, "finished", value["metrics"], host=value["host"]
+            trial.name, trial.overrides, "failed", error="cancelled by the Dask scheduler"
         )
     error = future.exception()
     status = "cancelled" if isinstance(error, TrialStoppedError) else "failed"
-    return TrialResult(trial.name, trial.overrides, status, error=_one_line(error))
+    # Longer than first_line's default: the line ends with where the whole output is.
+    return TrialResult(trial.name, trial.overrides, status, error=first_line(error, 1000))
 
 
 def _interrupted(trial: Trial, future: Any) -> TrialResult:
-    """A trial the interrupted sweep did not wait for: done meanwhile, or cancelled (queued,
-    or running and told to stop: its worker ends its commands within POLL_SECONDS)."""
-    if future.status in ("finished", "error"):
+    """A trial the interrupted sweep did not wait for: done meanwhile, or cancelled (never
+    submitted, queued, or running and told to stop: its worker ends its commands within
+    POLL_SECONDS)."""
+    if future is not None and future.status in ("finished", "error"):
         return _result(trial, future)
     return TrialResult(trial.name, trial.overrides, "cancelled")
-
-
-def _one_line(error: BaseException | None) -> str:
-    text = str(error).strip() if error is not None else ""
-    lines = text.splitlines()
-    return lines[0] if lines else type(error).__name__
 
 
 def print_table(results: Sequence[TrialResult], out: TextIO) -> None:

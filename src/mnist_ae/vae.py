@@ -225,10 +225,13 @@ def _update(model: VariationalAutoencoder, images: Any, epsilon: Any) -> tuple[A
     `epsilon` given; returns the per-image reconstruction and KL terms."""
     with tf.GradientTape() as tape:
         reconstruction, kl = model.negative_elbo_terms(images, epsilon)
-        loss = ops.mean(reconstruction + kl)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        if replicas > 1:  # each replica's share of the global batch; their gradients add up
-            loss = loss / replicas
+        if replicas == 1:
+            loss = ops.mean(reconstruction + kl)
+        else:  # each replica's share of the global batch (perhaps none); their gradients add up
+            total = ops.sum(reconstruction + kl)
+            count = ops.cast(ops.shape(reconstruction)[0], total.dtype)
+            loss = ops.divide_no_nan(total, count) / replicas
     gradients = tape.gradient(loss, model.trainable_weights)
     model.optimizer.apply(gradients, model.trainable_weights)
     return reconstruction, kl

@@ -62,7 +62,8 @@ def train_and_save(
             checkpoint=checkpoint,
             resume_key=training.resume_key(
                 params.seed,
-                settings.model_dump(),
+                # What `distribute: auto` chose too: a checkpoint resumes on as many replicas.
+                {**settings.model_dump(), "replicas": strategy.num_replicas_in_sync},
                 [file.at(workdir) for file in data_files],
                 code_files,
                 arrays=data,
