@@ -14,7 +14,7 @@ repro: setup
 
 # The tests (README command 2; .ci/run).
 test: setup
-	.venv/bin/python -m pytest
+	.venv/bin/python -m pytest -n 2 --dist loadfile
 
 # The benchmark: prepares the data if needed, then bench/run.py (about 27 minutes on 2 cores).
 bench: setup

@@ -1,6 +1,6 @@
 """A throw-away git + DVC copy of the repository with params.yaml shrunk, for the end-to-end
-tests. Built once per test session (every stage imports TensorFlow, so a full run takes a
-minute or two); each module gets its own copy."""
+tests. Built once per test session, that is once per pytest-xdist worker (every stage imports
+TensorFlow, so a full run takes a minute or two); each module gets its own copy."""
 
 from __future__ import annotations
 
