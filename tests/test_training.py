@@ -251,3 +251,67 @@ def test_resume_key_ignores_only_the_number_of_epochs(tmp_path: Path) -> None:
     assert training.resume_key(2, settings, [data]) != key
     data.write_bytes(b"other data")
     assert training.resume_key(1, settings, [data]) != key
+
+
+def _plateau_fit(
+    checkpoint: Path | None = None, callbacks: list | None = None, epochs: int = 12
+) -> tuple[keras.Model, training.FitResult]:
+    """A dense AE that memorises training noise while its val_loss, on unrelated noise, soon
+    stops improving: the learning rate is halved after each 2 epochs without improvement."""
+    training.make_deterministic(5)
+    images = np.random.default_rng(1).random((64, 784), dtype=np.float32)
+    autoencoder, _, _ = models.build_dense_autoencoder(64)
+    result = training.fit(
+        autoencoder,
+        images,
+        images,
+        optimizer="adam",
+        learning_rate=0.05,
+        epochs=epochs,
+        batch_size=8,
+        validation_samples=16,
+        reduce_lr_patience=2,
+        reduce_lr_factor=0.5,
+        checkpoint=checkpoint,
+        resume_key="k",
+        callbacks=callbacks or [],
+    )
+    return autoencoder, result
+
+
+def test_the_learning_rate_is_cut_as_keras_reduce_lr_on_plateau_would() -> None:
+    autoencoder, result = _plateau_fit()
+    rates = result.history["learning_rate"]  # the rate each epoch ran at
+    # Keras' own callback, fed the same val_loss curve, on a model of its own.
+    reference, _, _ = models.build_dense_autoencoder(4)
+    reference.compile(optimizer=keras.optimizers.Adam(learning_rate=0.05), loss="mse")
+    keras_rule = keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=2, min_delta=0.0)
+    keras_rule.set_model(reference)
+    keras_rule.on_train_begin()
+    expected = []
+    for epoch, val_loss in enumerate(result.history["val_loss"]):
+        expected.append(float(np.asarray(reference.optimizer.learning_rate)))
+        keras_rule.on_epoch_end(epoch, {"val_loss": val_loss})
+    np.testing.assert_allclose(rates, expected, rtol=1e-6)
+    assert len(set(rates)) >= 3  # cut at least twice
+    final = float(np.asarray(autoencoder.optimizer.learning_rate))
+    assert final == pytest.approx(float(np.asarray(reference.optimizer.learning_rate)), rel=1e-6)
+
+
+def test_without_reduce_lr_there_is_no_learning_rate_curve() -> None:
+    _, result = _fit_once(epochs=2)
+    assert set(result.history) == {"loss", "val_loss"}
+
+
+def test_learning_rate_cuts_survive_a_restart(tmp_path: Path) -> None:
+    expected_model, expected = _plateau_fit(tmp_path / "a.npz")
+    rates = expected.history["learning_rate"]
+    first_cut = next(epoch for epoch, rate in enumerate(rates) if rate < rates[0])
+    checkpoint = tmp_path / "b.npz"
+    with pytest.raises(KeyboardInterrupt):
+        _plateau_fit(checkpoint, [_Interrupt(first_cut + 1)])
+    model, result = _plateau_fit(checkpoint)
+    assert result.resumed_epochs == first_cut + 1
+    assert result.history == expected.history
+    for got, want in zip(model.get_weights(), expected_model.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)

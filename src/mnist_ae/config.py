@@ -176,6 +176,11 @@ class _TrainingParams(_Section):
     # Stop after this many epochs without val_loss improvement and keep the best weights;
     # None trains for exactly `epochs`.
     early_stopping_patience: PositiveInt | None = None
+    # Multiply the learning rate by reduce_lr_factor after this many epochs without val_loss
+    # improvement (since the best epoch or the last cut), as Keras' ReduceLROnPlateau; None
+    # keeps it constant (mnist_ae.training.ReduceLr).
+    reduce_lr_patience: PositiveInt | None = None
+    reduce_lr_factor: float = Field(default=0.2, gt=0.0, lt=1.0)
     # Speed only (the same seed still gives the same bits run after run): training steps per
     # call into TensorFlow, and XLA compilation (True, False, or "auto" = Keras' choice, which
     # under TF op determinism, as the stages run, is no XLA even on a GPU).

@@ -3,8 +3,9 @@
 Two properties matter more than anything else here:
 - Determinism: the batch order of epoch `e` is a stateless function of (seed, e), and TF op
   determinism is on, so the same params give byte-identical weights run after run.
-- Resumability: after every completed epoch the weights, the optimizer's state, the history
-  (every curve the model logs), the early-stopping state and the model's random-number state
+- Resumability: after every completed epoch the weights, the optimizer's state (its learning
+  rate included), the history (every curve the model logs), the early-stopping and
+  learning-rate-reduction state and the model's random-number state
   (SeedGenerators) go to ONE checkpoint file, written atomically. A stage killed
   mid-epoch (SIGTERM, SIGKILL, Ctrl-C, a crash) resumes from the last completed epoch when it
   is run again with the same params and inputs — and, because the batch order depends only on
@@ -198,17 +199,30 @@ class _TrainingState:
     best_epoch: int = 0
     best_val_loss: float = math.inf
     best_weights: list[np.ndarray] | None = None
+    lr_reductions: list[int] = field(default_factory=list)  # epochs after which it was cut
 
     @property
     def epochs_done(self) -> int:
         return len(self.history["val_loss"])
 
 
-class _Checkpointer(keras.callbacks.Callback):
-    """Record each epoch, keep the best weights, stop early, checkpoint, and set the shuffle key.
+@dataclass(frozen=True)
+class ReduceLr:
+    """Multiply the learning rate by `factor` after `patience` epochs without val_loss
+    improvement, counted from the best epoch or the last reduction, whichever is later (as
+    keras.callbacks.ReduceLROnPlateau with min_delta 0 and no cooldown)."""
 
-    Early stopping lives here rather than in keras.callbacks.EarlyStopping because its state
-    (best weights, epochs without improvement) has to be checkpointed to survive a restart.
+    patience: int
+    factor: float
+
+
+class _Checkpointer(keras.callbacks.Callback):
+    """Record each epoch, keep the best weights, stop early, reduce the learning rate on a
+    plateau, checkpoint, and set the shuffle key.
+
+    Early stopping and the plateau rule live here rather than in keras.callbacks.EarlyStopping
+    and ReduceLROnPlateau because their state (best weights, epochs without improvement, the
+    reductions so far) has to be checkpointed to survive a restart.
     """
 
     def __init__(
@@ -218,6 +232,7 @@ class _Checkpointer(keras.callbacks.Callback):
         checkpoint: Path | None,
         key: str,
         patience: int | None,
+        reduce_lr: ReduceLr | None = None,
     ) -> None:
         super().__init__()
         self.state = state
@@ -225,13 +240,18 @@ class _Checkpointer(keras.callbacks.Callback):
         self.checkpoint = checkpoint
         self.key = key
         self.patience = patience
+        self.reduce_lr = reduce_lr
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         self.epoch_variable.assign(epoch)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        logs = logs or {}
+        logs = logs if logs is not None else {}
         state = self.state
+        if self.reduce_lr is not None:
+            # The rate this epoch ran at, as a curve (the dict is the one later callbacks get:
+            # MLflow's per-epoch logging).
+            logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
         # loss and val_loss, then whatever else the model logs (the VAE: its ELBO's terms).
         for name in ("loss", "val_loss", *sorted(set(logs) - {"loss", "val_loss"})):
             state.history.setdefault(name, []).append(float(logs[name]))
@@ -245,8 +265,26 @@ class _Checkpointer(keras.callbacks.Callback):
                 state.best_weights = [np.array(w) for w in self.model.get_weights()]
         if self.patience is not None and epoch + 1 - state.best_epoch >= self.patience:
             self.model.stop_training = True
+        elif self.reduce_lr is not None:
+            self._reduce_on_plateau(epoch + 1, self.reduce_lr)
         if self.checkpoint is not None:
             _save_checkpoint(self.checkpoint, self.key, self.model, state)
+
+    def _reduce_on_plateau(self, done: int, rule: ReduceLr) -> None:
+        state = self.state
+        if done - max([state.best_epoch, *state.lr_reductions]) < rule.patience:
+            return
+        rate = self.model.optimizer.learning_rate
+        old = float(np.asarray(rate))
+        rate.assign(old * rule.factor)
+        state.lr_reductions.append(done)
+        log.info(
+            "epoch %d: val_loss has not improved for %d epochs; learning rate %.3g -> %.3g",
+            done,
+            rule.patience,
+            old,
+            old * rule.factor,
+        )
 
 
 def _save_checkpoint(path: Path, key: str, model: keras.Model, state: _TrainingState) -> None:
@@ -257,6 +295,7 @@ def _save_checkpoint(path: Path, key: str, model: keras.Model, state: _TrainingS
         "best_epoch": state.best_epoch,
         "best_val_loss": state.best_val_loss if state.best_epoch else None,
         "has_best_weights": state.best_weights is not None,
+        "lr_reductions": state.lr_reductions,
     }
     arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
     arrays |= {f"weight_{i:04d}": np.asarray(w) for i, w in enumerate(model.get_weights())}
@@ -318,6 +357,7 @@ def _restore_checkpoint(
         best_epoch=int(meta["best_epoch"]),
         best_val_loss=math.inf if meta["best_val_loss"] is None else meta["best_val_loss"],
         best_weights=numbered("best_") if meta["has_best_weights"] else None,
+        lr_reductions=[int(epoch) for epoch in meta.get("lr_reductions", [])],
     )
     return state
 
@@ -361,6 +401,8 @@ def fit(
     batch_size: int,
     validation_samples: int,
     early_stopping_patience: int | None = None,
+    reduce_lr_patience: int | None = None,
+    reduce_lr_factor: float = 0.2,
     seed: int = 0,
     checkpoint: Path | str | None = None,
     resume_key: str = "",
@@ -371,7 +413,9 @@ def fit(
     """Compile with binary cross-entropy and fit, validating on a held-out training slice.
 
     The test set is never used here: it is kept for the evaluate stage, so early stopping
-    cannot select on it. With `checkpoint`, progress is saved after every epoch and a matching
+    cannot select on it. With `reduce_lr_patience`, the learning rate is multiplied by
+    `reduce_lr_factor` on each plateau of that many epochs (ReduceLr); the history then has a
+    `learning_rate` curve. With `checkpoint`, progress is saved after every epoch and a matching
     checkpoint (same `resume_key`) is resumed from. The caller removes it (remove_checkpoint)
     once its outputs are written, so a kill while saving them does not lose the training.
     """
@@ -409,8 +453,11 @@ def fit(
     if resumed:
         log.info("resuming from checkpoint %s after epoch %d of %d", checkpoint, resumed, epochs)
     epoch_variable = tf.Variable(0, dtype=tf.int64, trainable=False)
+    reduce_lr = (
+        ReduceLr(reduce_lr_patience, reduce_lr_factor) if reduce_lr_patience is not None else None
+    )
     recorder = _Checkpointer(
-        state, epoch_variable, checkpoint_path, resume_key, early_stopping_patience
+        state, epoch_variable, checkpoint_path, resume_key, early_stopping_patience, reduce_lr
     )
     if resumed < epochs and not stopped_early:
         model.fit(
