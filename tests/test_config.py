@@ -120,6 +120,17 @@ def test_the_vaes_halves_are_registered_together_by_one_metric(raw: dict[str, An
     }
 
 
+def test_a_learning_rate_cut_must_come_before_early_stopping(raw: dict[str, Any]) -> None:
+    raw["train_conv"].update(early_stopping_patience=3, reduce_lr_patience=3)
+    with pytest.raises(ParamsError) as raised:
+        parse_params(raw)
+    assert "reduce_lr_patience (3) must be less than early_stopping_patience (3)" in str(
+        raised.value
+    )
+    raw["train_conv"]["reduce_lr_patience"] = 2
+    assert parse_params(raw).train_conv.fit_options()["reduce_lr_patience"] == 2
+
+
 def test_idx_source_needs_a_directory(raw: dict[str, Any]) -> None:
     raw["prepare"]["source"] = "idx"
     with pytest.raises(ParamsError, match="idx_dir must be set"):

@@ -254,13 +254,18 @@ def test_resume_key_ignores_only_the_number_of_epochs(tmp_path: Path) -> None:
 
 
 def _plateau_fit(
-    checkpoint: Path | None = None, callbacks: list | None = None, epochs: int = 12
+    checkpoint: Path | None = None,
+    callbacks: list | None = None,
+    epochs: int = 12,
+    **options: object,
 ) -> tuple[keras.Model, training.FitResult]:
     """A dense AE that memorises training noise while its val_loss, on unrelated noise, soon
-    stops improving: the learning rate is halved after each 2 epochs without improvement."""
+    stops improving: the learning rate is halved after each 2 epochs without improvement
+    (`options` go to training.fit and may change that)."""
     training.make_deterministic(5)
     images = np.random.default_rng(1).random((64, 784), dtype=np.float32)
     autoencoder, _, _ = models.build_dense_autoencoder(64)
+    settings: dict = {"reduce_lr_patience": 2, "reduce_lr_factor": 0.5, **options}
     result = training.fit(
         autoencoder,
         images,
@@ -270,13 +275,18 @@ def _plateau_fit(
         epochs=epochs,
         batch_size=8,
         validation_samples=16,
-        reduce_lr_patience=2,
-        reduce_lr_factor=0.5,
         checkpoint=checkpoint,
         resume_key="k",
         callbacks=callbacks or [],
+        **settings,
     )
     return autoencoder, result
+
+
+def _first_cut(result: training.FitResult) -> int:
+    """The 0-based index of the first epoch run at a lower rate than the first."""
+    rates = result.history["learning_rate"]
+    return next(epoch for epoch, rate in enumerate(rates) if rate < rates[0])
 
 
 def test_the_learning_rate_is_cut_as_keras_reduce_lr_on_plateau_would() -> None:
@@ -303,15 +313,57 @@ def test_without_reduce_lr_there_is_no_learning_rate_curve() -> None:
     assert set(result.history) == {"loss", "val_loss"}
 
 
+@pytest.mark.parametrize(
+    "speed",
+    [{}, {"jit_compile": True, "steps_per_execution": 4}],
+    ids=["default", "xla-and-steps-per-execution"],
+)
+def test_a_cut_changes_the_training_steps_from_the_epoch_after_it(speed: dict) -> None:
+    """Epoch by epoch, the same weights as without cuts up to the first cut, other weights
+    from then on: the compiled step reads the new rate."""
+
+    def per_epoch(**options: object) -> tuple[list[list[np.ndarray]], training.FitResult]:
+        snapshots: list[list[np.ndarray]] = []
+        recorder = keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: snapshots.append(recorder.model.get_weights())
+        )
+        _, result = _plateau_fit(callbacks=[recorder], epochs=8, **speed, **options)
+        return snapshots, result
+
+    cut, with_cuts = per_epoch()
+    constant, _ = per_epoch(reduce_lr_patience=None)
+    first = _first_cut(with_cuts)
+    assert 0 < first < 8
+    for epoch in range(8):
+        same = all(np.array_equal(a, b) for a, b in zip(cut[epoch], constant[epoch], strict=True))
+        assert same == (epoch < first), epoch
+
+
 def test_learning_rate_cuts_survive_a_restart(tmp_path: Path) -> None:
     expected_model, expected = _plateau_fit(tmp_path / "a.npz")
-    rates = expected.history["learning_rate"]
-    first_cut = next(epoch for epoch, rate in enumerate(rates) if rate < rates[0])
+    # Interrupted in the first epoch at the cut rate: the next decision (after that epoch)
+    # needs the checkpoint's record of the cut, or it would cut again at once.
+    first = _first_cut(expected)
     checkpoint = tmp_path / "b.npz"
     with pytest.raises(KeyboardInterrupt):
-        _plateau_fit(checkpoint, [_Interrupt(first_cut + 1)])
+        _plateau_fit(checkpoint, [_Interrupt(first)])
     model, result = _plateau_fit(checkpoint)
-    assert result.resumed_epochs == first_cut + 1
+    assert result.resumed_epochs == first
     assert result.history == expected.history
     for got, want in zip(model.get_weights(), expected_model.get_weights(), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_cuts_and_early_stopping_together_keep_the_best_epochs_weights() -> None:
+    snapshots: list[list[np.ndarray]] = []
+    recorder = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: snapshots.append(recorder.model.get_weights())
+    )
+    model, result = _plateau_fit(
+        callbacks=[recorder], epochs=30, early_stopping_patience=4, reduce_lr_patience=2
+    )
+    assert result.epochs_run < 30  # stopped early ...
+    assert len(set(result.history["learning_rate"])) >= 2  # ... after at least one cut
+    assert result.best_val_loss == min(result.history["val_loss"])
+    for kept, best in zip(model.get_weights(), snapshots[result.best_epoch - 1], strict=True):
+        np.testing.assert_array_equal(kept, best)

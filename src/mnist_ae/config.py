@@ -195,6 +195,17 @@ class _TrainingParams(_Section):
     # Keys that shape the model rather than its training (not arguments of training.fit).
     MODEL_KEYS: ClassVar[frozenset[str]] = frozenset()
 
+    @model_validator(mode="after")
+    def _cut_before_stopping(self) -> _TrainingParams:
+        # Early stopping is checked first: with as much patience or more, no cut ever happens.
+        stop, cut = self.early_stopping_patience, self.reduce_lr_patience
+        if stop is not None and cut is not None and cut >= stop:
+            raise ValueError(
+                f"reduce_lr_patience ({cut}) must be less than early_stopping_patience ({stop}): "
+                "training would stop before the learning rate is ever cut"
+            )
+        return self
+
     def fit_options(self) -> dict[str, Any]:
         """This section as keyword arguments of mnist_ae.training.fit (`distribute` is not
         one: the model is built under its strategy, so the caller applies it)."""
@@ -353,6 +364,8 @@ def _describe(error: dict[str, Any]) -> str:
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     where = f"'{location}'" if location else "top level"
+    if isinstance(error["input"], dict):  # a whole section's check: its message says what
+        return f"{where}: {message}"
     return f"{where}: {message} (got {error['input']!r})"
 
 
