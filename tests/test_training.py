@@ -56,27 +56,49 @@ def test_loss_goes_down() -> None:
     assert result.history["loss"][-1] < result.history["loss"][0]
 
 
-def test_early_stopping_stops_and_keeps_the_best_epochs_weights() -> None:
+def _memorising_fit(
+    checkpoint: Path | None = None,
+    callbacks: list | None = None,
+    epochs: int = 12,
+    **options: object,
+) -> tuple[keras.Model, training.FitResult]:
+    """A dense AE that memorises training noise while its val_loss, on unrelated noise, soon
+    stops improving. By default the learning rate is halved after each 2 epochs without
+    improvement (`options` go to training.fit and may change that)."""
     training.make_deterministic(5)
-    rng = np.random.default_rng(1)
-    # Memorisable training noise, unrelated validation noise: val_loss soon rises.
-    images = rng.random((64, 784), dtype=np.float32)
+    images = np.random.default_rng(1).random((64, 784), dtype=np.float32)
     autoencoder, _, _ = models.build_dense_autoencoder(64)
-    snapshots: list[list[np.ndarray]] = []
-    recorder = keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda epoch, logs: snapshots.append(autoencoder.get_weights())
-    )
+    settings: dict = {"reduce_lr_patience": 2, "reduce_lr_factor": 0.5, **options}
     result = training.fit(
         autoencoder,
         images,
         images,
         optimizer="adam",
         learning_rate=0.05,
-        epochs=30,
+        epochs=epochs,
         batch_size=8,
         validation_samples=16,
-        early_stopping_patience=2,
-        callbacks=[recorder],
+        checkpoint=checkpoint,
+        resume_key="k",
+        callbacks=callbacks or [],
+        **settings,
+    )
+    return autoencoder, result
+
+
+def _epoch_snapshots() -> tuple[list[list[np.ndarray]], keras.callbacks.Callback]:
+    """A callback that appends the model's weights at the end of every epoch to the list."""
+    snapshots: list[list[np.ndarray]] = []
+    recorder = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: snapshots.append(recorder.model.get_weights())
+    )
+    return snapshots, recorder
+
+
+def test_early_stopping_stops_and_keeps_the_best_epochs_weights() -> None:
+    snapshots, recorder = _epoch_snapshots()
+    autoencoder, result = _memorising_fit(
+        callbacks=[recorder], epochs=30, early_stopping_patience=2, reduce_lr_patience=None
     )
     assert result.epochs_run < 30  # it stopped early
     assert result.best_epoch < result.epochs_run  # ... after val_loss got worse
@@ -253,36 +275,6 @@ def test_resume_key_ignores_only_the_number_of_epochs(tmp_path: Path) -> None:
     assert training.resume_key(1, settings, [data]) != key
 
 
-def _plateau_fit(
-    checkpoint: Path | None = None,
-    callbacks: list | None = None,
-    epochs: int = 12,
-    **options: object,
-) -> tuple[keras.Model, training.FitResult]:
-    """A dense AE that memorises training noise while its val_loss, on unrelated noise, soon
-    stops improving: the learning rate is halved after each 2 epochs without improvement
-    (`options` go to training.fit and may change that)."""
-    training.make_deterministic(5)
-    images = np.random.default_rng(1).random((64, 784), dtype=np.float32)
-    autoencoder, _, _ = models.build_dense_autoencoder(64)
-    settings: dict = {"reduce_lr_patience": 2, "reduce_lr_factor": 0.5, **options}
-    result = training.fit(
-        autoencoder,
-        images,
-        images,
-        optimizer="adam",
-        learning_rate=0.05,
-        epochs=epochs,
-        batch_size=8,
-        validation_samples=16,
-        checkpoint=checkpoint,
-        resume_key="k",
-        callbacks=callbacks or [],
-        **settings,
-    )
-    return autoencoder, result
-
-
 def _first_cut(result: training.FitResult) -> int:
     """The 0-based index of the first epoch run at a lower rate than the first."""
     rates = result.history["learning_rate"]
@@ -290,7 +282,7 @@ def _first_cut(result: training.FitResult) -> int:
 
 
 def test_the_learning_rate_is_cut_as_keras_reduce_lr_on_plateau_would() -> None:
-    autoencoder, result = _plateau_fit()
+    autoencoder, result = _memorising_fit()
     rates = result.history["learning_rate"]  # the rate each epoch ran at
     # Keras' own callback, fed the same val_loss curve, on a model of its own.
     reference, _, _ = models.build_dense_autoencoder(4)
@@ -323,11 +315,8 @@ def test_a_cut_changes_the_training_steps_from_the_epoch_after_it(speed: dict) -
     from then on: the compiled step reads the new rate."""
 
     def per_epoch(**options: object) -> tuple[list[list[np.ndarray]], training.FitResult]:
-        snapshots: list[list[np.ndarray]] = []
-        recorder = keras.callbacks.LambdaCallback(
-            on_epoch_end=lambda epoch, logs: snapshots.append(recorder.model.get_weights())
-        )
-        _, result = _plateau_fit(callbacks=[recorder], epochs=8, **speed, **options)
+        snapshots, recorder = _epoch_snapshots()
+        _, result = _memorising_fit(callbacks=[recorder], epochs=8, **speed, **options)
         return snapshots, result
 
     cut, with_cuts = per_epoch()
@@ -340,14 +329,14 @@ def test_a_cut_changes_the_training_steps_from_the_epoch_after_it(speed: dict) -
 
 
 def test_learning_rate_cuts_survive_a_restart(tmp_path: Path) -> None:
-    expected_model, expected = _plateau_fit(tmp_path / "a.npz")
+    expected_model, expected = _memorising_fit(tmp_path / "a.npz")
     # Interrupted in the first epoch at the cut rate: the next decision (after that epoch)
     # needs the checkpoint's record of the cut, or it would cut again at once.
     first = _first_cut(expected)
     checkpoint = tmp_path / "b.npz"
     with pytest.raises(KeyboardInterrupt):
-        _plateau_fit(checkpoint, [_Interrupt(first)])
-    model, result = _plateau_fit(checkpoint)
+        _memorising_fit(checkpoint, [_Interrupt(first)])
+    model, result = _memorising_fit(checkpoint)
     assert result.resumed_epochs == first
     assert result.history == expected.history
     for got, want in zip(model.get_weights(), expected_model.get_weights(), strict=True):
@@ -355,11 +344,8 @@ def test_learning_rate_cuts_survive_a_restart(tmp_path: Path) -> None:
 
 
 def test_cuts_and_early_stopping_together_keep_the_best_epochs_weights() -> None:
-    snapshots: list[list[np.ndarray]] = []
-    recorder = keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda epoch, logs: snapshots.append(recorder.model.get_weights())
-    )
-    model, result = _plateau_fit(
+    snapshots, recorder = _epoch_snapshots()
+    model, result = _memorising_fit(
         callbacks=[recorder], epochs=30, early_stopping_patience=4, reduce_lr_patience=2
     )
     assert result.epochs_run < 30  # stopped early ...
