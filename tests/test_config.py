@@ -124,9 +124,14 @@ def test_a_learning_rate_cut_must_come_before_early_stopping(raw: dict[str, Any]
     raw["train_conv"].update(early_stopping_patience=3, reduce_lr_patience=3)
     with pytest.raises(ParamsError) as raised:
         parse_params(raw)
-    assert "reduce_lr_patience (3) must be less than early_stopping_patience (3)" in str(
-        raised.value
+    assert str(raised.value) == (
+        "params.yaml: 'train_conv': reduce_lr_patience (3) must be less than "
+        "early_stopping_patience (3): training would stop before the learning rate is ever cut"
     )
+    # A key given a mapping still shows what it got.
+    raw["train_conv"].update(reduce_lr_patience={"every": 2})
+    with pytest.raises(ParamsError, match=r"\(got \{'every': 2\}\)$"):
+        parse_params(raw)
     raw["train_conv"]["reduce_lr_patience"] = 2
     assert parse_params(raw).train_conv.fit_options()["reduce_lr_patience"] == 2
 

@@ -281,23 +281,31 @@ def _first_cut(result: training.FitResult) -> int:
     return next(epoch for epoch, rate in enumerate(rates) if rate < rates[0])
 
 
-def test_the_learning_rate_is_cut_as_keras_reduce_lr_on_plateau_would() -> None:
-    autoencoder, result = _memorising_fit()
-    rates = result.history["learning_rate"]  # the rate each epoch ran at
-    # Keras' own callback, fed the same val_loss curve, on a model of its own.
+def _keras_plateau_rule() -> keras.callbacks.ReduceLROnPlateau:
+    """Keras' own callback with the rule _memorising_fit asks of training.fit."""
+    return keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=2, min_delta=0.0)
+
+
+def _keras_rates(val_losses: list[float]) -> list[float]:
+    """The rate each epoch would run at under Keras' callback fed this val_loss curve, on a
+    model of its own."""
     reference, _, _ = models.build_dense_autoencoder(4)
     reference.compile(optimizer=keras.optimizers.Adam(learning_rate=0.05), loss="mse")
-    keras_rule = keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=2, min_delta=0.0)
-    keras_rule.set_model(reference)
-    keras_rule.on_train_begin()
-    expected = []
-    for epoch, val_loss in enumerate(result.history["val_loss"]):
-        expected.append(float(np.asarray(reference.optimizer.learning_rate)))
-        keras_rule.on_epoch_end(epoch, {"val_loss": val_loss})
-    np.testing.assert_allclose(rates, expected, rtol=1e-6)
+    rule = _keras_plateau_rule()
+    rule.set_model(reference)
+    rule.on_train_begin()
+    rates = []
+    for epoch, val_loss in enumerate(val_losses):
+        rates.append(float(np.asarray(reference.optimizer.learning_rate)))
+        rule.on_epoch_end(epoch, {"val_loss": val_loss})
+    return rates
+
+
+def test_the_learning_rate_is_cut_as_keras_reduce_lr_on_plateau_would() -> None:
+    _, result = _memorising_fit()
+    rates = result.history["learning_rate"]  # the rate each epoch ran at
+    np.testing.assert_allclose(rates, _keras_rates(result.history["val_loss"]), rtol=1e-6)
     assert len(set(rates)) >= 3  # cut at least twice
-    final = float(np.asarray(autoencoder.optimizer.learning_rate))
-    assert final == pytest.approx(float(np.asarray(reference.optimizer.learning_rate)), rel=1e-6)
 
 
 def test_without_reduce_lr_there_is_no_learning_rate_curve() -> None:
@@ -310,29 +318,38 @@ def test_without_reduce_lr_there_is_no_learning_rate_curve() -> None:
     [{}, {"jit_compile": True, "steps_per_execution": 4}],
     ids=["default", "xla-and-steps-per-execution"],
 )
-def test_a_cut_changes_the_training_steps_from_the_epoch_after_it(speed: dict) -> None:
-    """Epoch by epoch, the same weights as without cuts up to the first cut, other weights
-    from then on: the compiled step reads the new rate."""
+def test_a_cut_trains_as_keras_callback_does_and_unlike_a_constant_rate(speed: dict) -> None:
+    """Epoch by epoch, the very weights of a run with Keras' ReduceLROnPlateau instead (so a
+    cut touches nothing but the rate: not Adam's moments), and the weights of a run without
+    cuts up to the first cut only (the compiled step reads the new rate)."""
 
     def per_epoch(**options: object) -> tuple[list[list[np.ndarray]], training.FitResult]:
         snapshots, recorder = _epoch_snapshots()
-        _, result = _memorising_fit(callbacks=[recorder], epochs=8, **speed, **options)
+        callbacks = [recorder, *options.pop("callbacks", [])]
+        _, result = _memorising_fit(callbacks=callbacks, epochs=8, **speed, **options)
         return snapshots, result
 
+    def same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+        return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
     cut, with_cuts = per_epoch()
+    by_keras, _ = per_epoch(reduce_lr_patience=None, callbacks=[_keras_plateau_rule()])
     constant, _ = per_epoch(reduce_lr_patience=None)
     first = _first_cut(with_cuts)
     assert 0 < first < 8
     for epoch in range(8):
-        same = all(np.array_equal(a, b) for a, b in zip(cut[epoch], constant[epoch], strict=True))
-        assert same == (epoch < first), epoch
+        assert same(cut[epoch], by_keras[epoch]), epoch
+        assert same(cut[epoch], constant[epoch]) == (epoch < first), epoch
 
 
 def test_learning_rate_cuts_survive_a_restart(tmp_path: Path) -> None:
     expected_model, expected = _memorising_fit(tmp_path / "a.npz")
     # Interrupted in the first epoch at the cut rate: the next decision (after that epoch)
-    # needs the checkpoint's record of the cut, or it would cut again at once.
+    # needs the checkpoint's record of the cut, or it would cut again at once; that holds as
+    # long as this epoch does not improve val_loss (which would reset the count anyway).
     first = _first_cut(expected)
+    val_loss = expected.history["val_loss"]
+    assert val_loss[first] >= min(val_loss[:first])
     checkpoint = tmp_path / "b.npz"
     with pytest.raises(KeyboardInterrupt):
         _memorising_fit(checkpoint, [_Interrupt(first)])
@@ -348,8 +365,11 @@ def test_cuts_and_early_stopping_together_keep_the_best_epochs_weights() -> None
     model, result = _memorising_fit(
         callbacks=[recorder], epochs=30, early_stopping_patience=4, reduce_lr_patience=2
     )
-    assert result.epochs_run < 30  # stopped early ...
-    assert len(set(result.history["learning_rate"])) >= 2  # ... after at least one cut
+    # Stopped 4 epochs after the best one, a cut counting for nothing; cut as Keras would.
+    assert result.epochs_run == result.best_epoch + 4 < 30
+    rates = result.history["learning_rate"]
+    assert len(set(rates)) >= 2
+    np.testing.assert_allclose(rates, _keras_rates(result.history["val_loss"]), rtol=1e-6)
     assert result.best_val_loss == min(result.history["val_loss"])
     for kept, best in zip(model.get_weights(), snapshots[result.best_epoch - 1], strict=True):
         np.testing.assert_array_equal(kept, best)

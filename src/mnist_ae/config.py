@@ -87,9 +87,10 @@ class RegisteredModels(_Section):
         if (encoder is None) != (decoder is None) or (
             encoder is not None and decoder is not None and encoder.metric != decoder.metric
         ):
+            metrics = ["null" if rule is None else rule.metric for rule in (encoder, decoder)]
             raise ValueError(
                 "vae_likelihood_encoder and vae_likelihood_decoder must both be null or both "
-                "set, with the same metric"
+                f"set, with the same metric (metrics: {metrics[0]}, {metrics[1]})"
             )
         return self
 
@@ -364,8 +365,8 @@ def _describe(error: dict[str, Any]) -> str:
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     where = f"'{location}'" if location else "top level"
-    if isinstance(error["input"], dict):  # a whole section's check: its message says what
-        return f"{where}: {message}"
+    if kind == "value_error" and isinstance(error["input"], dict):
+        return f"{where}: {message}"  # a whole section's own check: its message names the values
     return f"{where}: {message} (got {error['input']!r})"
 
 
